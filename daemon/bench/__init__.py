@@ -1,0 +1,1 @@
+"""Benchmarks behind `arqond bench <suite>`. Each module exposes run(quick: bool) -> dict."""
