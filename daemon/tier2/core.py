@@ -1,0 +1,222 @@
+"""Shared machinery of Tier 2: NoChange decisions, deadline checks, owned RNGs and save/load.
+
+Everything here is pure: no clock reads (a clock is only ever *passed in*), no files, no global RNG.
+
+Save format (bytes, msgpack via msgspec): ``{"format": "arqond.tier2", "version": 1, "kind": <kind>,
+"class": <class name>, "state": <encoded attributes>}``. The state is the object's whole attribute dict,
+encoded exactly (numpy arrays as raw bytes, the PCG64 bit-generator state with its 128-bit integers), so a
+loaded object continues byte-identically: same asks, same selections, same next save().
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable
+
+import msgspec
+import numpy as np
+
+FORMAT = "arqond.tier2"
+FORMAT_VERSION = 1
+
+
+class Reason(str, enum.Enum):
+    """Why a call returned NoChange instead of a proposal."""
+
+    DEADLINE = "deadline"  # the call's estimated cost would end past the deadline passed in
+
+
+class NoChange(msgspec.Struct, frozen=True, tag="no_change"):
+    """A decision to propose nothing this time. The component's state is unchanged.
+
+    reason: machine-readable cause; detail: a sentence a person can act on.
+    """
+
+    reason: Reason
+    detail: str = ""
+
+
+Clock = Callable[[], float]
+Now = float | Clock | None
+
+
+def rng_from_seed(seed: int | np.random.SeedSequence) -> np.random.Generator:
+    """The component's own Generator (PCG64). Never the global numpy state."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.Generator(np.random.PCG64(seed))
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    return np.random.Generator(np.random.PCG64(int(seed)))
+
+
+class Budgeted:
+    """Mixin: deadline checks against a cost estimate.
+
+    Units: seconds, in whatever time base the caller uses for ``deadline`` and ``now`` (e.g. monotonic
+    seconds). ``now`` may be a number or a callable; an injected ``clock`` is used only when ``now`` is not
+    given. With no deadline, no time is ever read.
+    """
+
+    _transient = ("clock",)
+    clock: Clock | None = None
+
+    def _over_budget(self, deadline: float | None, now: Now, cost: float, what: str) -> NoChange | None:
+        if deadline is None:
+            return None
+        if now is None:
+            now = self.clock
+        if now is None:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: a deadline was given but no time: pass now=<value or "
+                "callable> or construct with clock=<callable>; the core never reads the clock itself"
+            )
+        t = now() if callable(now) else float(now)
+        if t + cost > deadline:
+            return NoChange(
+                Reason.DEADLINE,
+                f"{type(self).__name__}.{what}: now={t:.6f} s + estimated cost {cost * 1e6:.0f} us > "
+                f"deadline={deadline:.6f} s; nothing was changed, call again with more time",
+            )
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- registry
+_BY_CLASS: dict[str, type] = {}
+_BY_KIND: dict[str, type] = {}
+
+
+def register(kind: str | None = None):
+    """Class decorator: makes a class restorable by load() (and constructible by kind, if given)."""
+
+    def deco(cls):
+        _BY_CLASS[cls.__name__] = cls
+        if kind is not None:
+            _BY_KIND[kind] = cls
+            cls.kind = kind
+        return cls
+
+    return deco
+
+
+def kinds() -> dict[str, type]:
+    return dict(_BY_KIND)
+
+
+# ----------------------------------------------------------------------------------------- exact encoding
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _enc(v: Any) -> Any:
+    # Order matters: bool before int, numpy scalars before Python scalars they subclass.
+    if v is None or isinstance(v, (bool, str, bytes)):
+        return v
+    if isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        return {"__nd__": [a.dtype.str, list(a.shape), a.tobytes()]}
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        i = int(v)
+        return i if _I64[0] <= i <= _I64[1] else {"__big__": format(i, "x")}
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    if isinstance(v, np.random.Generator):
+        return {"__rng__": _enc(v.bit_generator.state)}
+    if isinstance(v, enum.Enum):
+        return {"__enum__": [type(v).__name__, v.value]}
+    if isinstance(v, msgspec.Struct):
+        return {"__struct__": [type(v).__name__, msgspec.to_builtins(v)]}
+    if isinstance(v, dict):
+        return {"__dict__": [[_enc(k), _enc(x)] for k, x in v.items()]}
+    if isinstance(v, (list, tuple)):
+        return [_enc(x) for x in v]
+    if type(v).__name__ in _BY_CLASS:
+        return {"__obj__": [type(v).__name__, _enc_attrs(v)]}
+    raise TypeError(f"tier2 save: cannot encode {type(v).__name__} ({v!r:.60})")
+
+
+def _enc_attrs(obj: Any) -> dict:
+    skip = getattr(obj, "_transient", ())
+    return {k: _enc(x) for k, x in obj.__dict__.items() if k not in skip}
+
+
+_STRUCTS: dict[str, type] = {}
+_ENUMS: dict[str, type] = {"Reason": Reason}
+
+
+def register_struct(cls):
+    """Config Structs that appear inside saved state must be registered here."""
+    _STRUCTS[cls.__name__] = cls
+    return cls
+
+
+def _dec(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_dec(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    (tag, body), = v.items()
+    if tag == "__nd__":
+        dt, shape, raw = body
+        return np.frombuffer(raw, dtype=np.dtype(dt)).reshape(shape).copy()
+    if tag == "__big__":
+        return int(body, 16)
+    if tag == "__rng__":
+        state = _dec(body)
+        if state.get("bit_generator") != "PCG64":
+            raise ValueError(f"tier2 load: unsupported bit generator {state.get('bit_generator')!r}")
+        bg = np.random.PCG64()
+        bg.state = state
+        return np.random.Generator(bg)
+    if tag == "__enum__":
+        return _ENUMS[body[0]](body[1])
+    if tag == "__struct__":
+        return msgspec.convert(body[1], _STRUCTS[body[0]])
+    if tag == "__dict__":
+        return {_dec(k): _dec(x) for k, x in body}
+    if tag == "__obj__":
+        return _restore(body[0], body[1])
+    raise ValueError(f"tier2 load: unknown tag {tag!r}")
+
+
+def _restore(cls_name: str, attrs: dict) -> Any:
+    try:
+        cls = _BY_CLASS[cls_name]
+    except KeyError:
+        raise ValueError(f"tier2 load: unknown class {cls_name!r}; known: {sorted(_BY_CLASS)}") from None
+    obj = cls.__new__(cls)
+    obj.__dict__.update({k: _dec(x) for k, x in attrs.items()})
+    return obj
+
+
+class Saveable:
+    """Mixin: save() -> bytes holding the whole state, RNG included."""
+
+    def save(self) -> bytes:
+        return msgspec.msgpack.encode(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "kind": getattr(self, "kind", None),
+                "class": type(self).__name__,
+                "state": _enc_attrs(self),
+            }
+        )
+
+
+def load(blob: bytes, clock: Clock | None = None) -> Any:
+    """Restore any optimizer or bandit from save() bytes. ``clock`` is re-injected (it is never saved)."""
+    try:
+        doc = msgspec.msgpack.decode(blob)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"tier2 load: blob is not a tier2 save ({e}); nothing was restored") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"tier2 load: expected format {FORMAT!r}; nothing was restored")
+    if doc.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"tier2 load: blob version {doc.get('version')!r}, this build reads {FORMAT_VERSION}; "
+            "nothing was restored"
+        )
+    obj = _restore(doc["class"], doc["state"])
+    if clock is not None:
+        obj.clock = clock
+    return obj

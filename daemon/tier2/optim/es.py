@@ -1,0 +1,90 @@
+"""Antithetic (mirrored) evolution strategy with natural-gradient (NES) updates and rank shaping."""
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+
+from ..change import make_detector
+from ..core import register, register_struct
+from .base import BoxOptimizer, parse_options
+
+
+@register_struct
+class ESConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Lengths in normalised units (fractions of each knob's range)."""
+
+    x0: list[float] | None = None
+    pairs: int = 4  # mirrored pairs per round: ask() returns 2 * pairs points
+    sigma0: float = 0.1
+    sigma_min: float = 0.01  # floor: keeps enough exploration to track a moving optimum
+    sigma_max: float = 0.3
+    lr: float = 1.0  # mean step, in units of sigma
+    lr_sigma: float = 0.2  # NES log-sigma learning rate
+    detector: str | dict | None = "ph"  # change in the round's median -> sigma back to sigma0
+    detector_threshold: float = 10.0
+
+
+@register("es")
+class AntitheticES(BoxOptimizer):
+    """Mirrored-sampling NES on an isotropic Gaussian.
+
+    ask(): eps_i ~ N(0, I), i < pairs; points m +/- sigma eps_i, projected onto the box.
+    tell(): centred-rank utilities w in [-0.5, 0.5] (best highest, so the scale and outliers of y do not
+    matter); m += lr * sigma * mean_i (w_i+ - w_i-) eps_i; log sigma += lr_sigma * mean_i
+    (w_i+ + w_i-)(|eps_i|^2/d - 1): sigma shrinks when smaller perturbations rank better, i.e. when the mean
+    sits at a stationary point, and is floored at sigma_min so the search can still track drift.
+    """
+
+    def __init__(self, bounds, seed, clock=None, **options):
+        cfg = parse_options(ESConfig, options, "es")
+        self._init_box(bounds, seed, cfg.x0, clock)
+        if cfg.pairs < 1:
+            raise ValueError(f"es.pairs: expected >= 1, got {cfg.pairs}")
+        if not (0 < cfg.sigma_min <= cfg.sigma0 <= cfg.sigma_max):
+            raise ValueError(
+                f"es.sigma0: expected 0 < sigma_min <= sigma0 <= sigma_max, got "
+                f"{cfg.sigma_min}, {cfg.sigma0}, {cfg.sigma_max}"
+            )
+        self.cfg = cfg
+        self.m = self.z0.copy()
+        self.sigma = cfg.sigma0
+        self.eps = np.zeros((cfg.pairs, self.d))
+        n = 2 * cfg.pairs
+        # Centred ranks, precomputed: the i-th best of n gets util[i].
+        self.util = 0.5 - np.arange(n) / (n - 1)
+        self.changes = 0
+        self.detector = make_detector(cfg.detector, direction=1, threshold=cfg.detector_threshold)
+
+    @property
+    def batch_size(self) -> int:
+        return 2 * self.cfg.pairs
+
+    def _ask(self) -> np.ndarray:
+        p = self.cfg.pairs
+        self.eps = self.rng.standard_normal((p, self.d))
+        z = np.empty((2 * p, self.d))
+        se = self.sigma * self.eps
+        np.add(self.m, se, out=z[:p])
+        np.subtract(self.m, se, out=z[p:])
+        np.clip(z, 0.0, 1.0, out=z)
+        return z
+
+    def _tell(self, y: np.ndarray) -> None:
+        cfg = self.cfg
+        p = cfg.pairs
+        w = np.empty(2 * p)
+        w[np.argsort(y, kind="stable")] = self.util
+        wp, wm = w[:p], w[p:]
+        self.m += (cfg.lr * self.sigma / p) * ((wp - wm) @ self.eps)
+        np.clip(self.m, 0.0, 1.0, out=self.m)
+        sq = np.einsum("ij,ij->i", self.eps, self.eps) / self.d - 1.0
+        self.sigma *= math.exp(cfg.lr_sigma * float((wp + wm) @ sq) / p)
+        self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
+        if self.detector is not None and self.detector.update(float(np.median(y))):
+            self.changes += 1
+            self.sigma = max(self.sigma, cfg.sigma0)
+
+    def _best(self) -> np.ndarray:
+        return self.m.copy()

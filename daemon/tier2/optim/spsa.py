@@ -1,0 +1,139 @@
+"""SPSA (Spall): two evaluations per round, +/-1 Bernoulli perturbations, Spall gain schedule."""
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+
+from ..change import make_detector
+from ..core import register, register_struct
+from .base import BoxOptimizer, parse_options
+
+
+@register_struct
+class SPSAConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """All lengths are in normalised units (fractions of each knob's range)."""
+
+    x0: list[float] | None = None  # start point, user units (default: centre of the box)
+    iterations: int = 1000  # expected number of rounds; sets A = A_frac * iterations
+    A_frac: float = 0.1
+    a: float | None = None  # step gain; None -> calibrated from the first gradient estimates
+    c: float = 0.05  # perturbation size at k = 0
+    alpha: float = 0.602
+    gamma: float = 0.101
+    initial_step: float = 0.05  # calibration target: size of the first steps per coordinate
+    calibration_rounds: int = 4  # gradient estimates averaged to calibrate a
+    max_step: float = 0.1  # per-coordinate step clip per round
+    tracking: bool = False  # constant gains from the start (non-stationary objective)
+    tracking_k: float = 30.0  # the constant gains are the decaying gains evaluated at this k
+    tracking_ema: float = 0.1  # recommend() in tracking mode: EMA rate over iterates
+    detector: str | dict | None = "ph"  # change detector on the round's mean level; fires -> tracking
+    detector_threshold: float = 10.0
+
+
+@register("spsa")
+class SPSA(BoxOptimizer):
+    """Simultaneous-perturbation stochastic approximation.
+
+    Round k: delta ~ {-1,+1}^d, c_k = c/(k+1)^gamma, asks theta +/- c_k delta (two points that can run at
+    the same time in two traffic slots). Gradient g = (y+ - y-)/(2 c_k) * delta; step a_k g with
+    a_k = a/(k+1+A)^alpha, clipped per coordinate to ``max_step``. The base point is kept c_k away from the
+    box faces while perturbing, so both points are always inside the bounds. k counts *told* rounds only:
+    reject() or a NaN observation leaves the schedule where it was.
+
+    recommend(): Polyak tail average of the iterates (the last half to three quarters of them); in tracking
+    mode an EMA of recent iterates, since old iterates describe an optimum that has moved.
+    """
+
+    def __init__(self, bounds, seed, clock=None, **options):
+        cfg = parse_options(SPSAConfig, options, "spsa")
+        self._init_box(bounds, seed, cfg.x0, clock)
+        if cfg.c <= 0 or cfg.c >= 0.5:
+            raise ValueError(f"spsa.c: expected 0 < c < 0.5 (normalised), got {cfg.c}")
+        if cfg.max_step <= 0:
+            raise ValueError(f"spsa.max_step: expected > 0, got {cfg.max_step}")
+        self.cfg = cfg
+        self.theta = self.z0.copy()
+        self.k = 0
+        self.A = max(1.0, cfg.A_frac * cfg.iterations)
+        self.a = cfg.a
+        self.gsum = 0.0  # calibration: sum of mean |g| over the first rounds
+        self.gcount = 0
+        self.tracking = bool(cfg.tracking)
+        self.changes = 0
+        self.detector = make_detector(cfg.detector, direction=1, threshold=cfg.detector_threshold)
+        self.delta = np.zeros(self.d)
+        self.ck = 0.0
+        self._reset_average()
+
+    @property
+    def batch_size(self) -> int:
+        return 2
+
+    def _reset_average(self) -> None:
+        self.avg_cur = np.zeros(self.d)
+        self.n_cur = 0
+        self.avg_prev = np.zeros(self.d)
+        self.n_prev = 0
+        self.epoch_start = max(self.k, 1)
+        self.ema = self.theta.copy()
+
+    def gains(self) -> tuple[float, float]:
+        """(a_k, c_k) for the next round, normalised units."""
+        cfg = self.cfg
+        kk = cfg.tracking_k if self.tracking else float(self.k)
+        a = self.a if self.a is not None else cfg.initial_step * (self.A + 1.0) ** cfg.alpha
+        return a / (kk + 1.0 + self.A) ** cfg.alpha, cfg.c / (kk + 1.0) ** cfg.gamma
+
+    def _ask(self) -> np.ndarray:
+        _, ck = self.gains()
+        self.ck = ck
+        self.delta = self.rng.integers(0, 2, self.d).astype(np.float64) * 2.0 - 1.0
+        base = np.clip(self.theta, ck, 1.0 - ck)
+        z = np.empty((2, self.d))
+        np.add(base, ck * self.delta, out=z[0])
+        np.subtract(base, ck * self.delta, out=z[1])
+        return z
+
+    def _tell(self, y: np.ndarray) -> None:
+        cfg = self.cfg
+        dy = float(y[0] - y[1])
+        gmag = abs(dy) / (2.0 * self.ck)  # |g_i| is the same for every i with +/-1 perturbations
+        if cfg.a is None and self.gcount < cfg.calibration_rounds:
+            # Spall's rule: pick a so that the first steps have the wanted size given the observed
+            # gradient magnitude; refined over the first rounds, then frozen.
+            self.gsum += gmag
+            self.gcount += 1
+            gm = self.gsum / self.gcount
+            if gm > 0.0 and math.isfinite(gm):
+                self.a = cfg.initial_step * (self.A + 1.0) ** cfg.alpha / gm
+        ak, _ = self.gains()
+        step = (ak * dy / (2.0 * self.ck)) * self.delta
+        np.clip(step, -cfg.max_step, cfg.max_step, out=step)
+        self.theta -= step
+        np.clip(self.theta, 0.0, 1.0, out=self.theta)
+        self.k += 1
+        self._average()
+        if self.detector is not None and self.detector.update(0.5 * (y[0] + y[1])):
+            self.changes += 1
+            self.tracking = True
+            self._reset_average()
+
+    def _average(self) -> None:
+        self.avg_cur += self.theta
+        self.n_cur += 1
+        if self.k >= 2 * self.epoch_start:
+            self.avg_prev, self.n_prev = self.avg_cur, self.n_cur
+            self.avg_cur = np.zeros(self.d)
+            self.n_cur = 0
+            self.epoch_start = self.k
+        self.ema += self.cfg.tracking_ema * (self.theta - self.ema)
+
+    def _best(self) -> np.ndarray:
+        if self.tracking:
+            return self.ema.copy()
+        n = self.n_cur + self.n_prev
+        if n == 0:
+            return self.theta.copy()
+        return (self.avg_cur + self.avg_prev) / n
