@@ -20,6 +20,7 @@ from daemon.runtime.control import (
     DaemonNotRunning,
     UnsafeSocketDir,
     call,
+    call_target,
     check_target,
     ensure_private_dir,
     find_socket,
@@ -131,6 +132,19 @@ def test_socket_and_directory_permissions(tmp_path):
         assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
         assert st.st_uid == os.getuid()
         assert find_socket("cache-a", env) == path
+        assert call_target("cache-a", "thaw", env=env) == {"cmd": "thaw"}
+    finally:
+        srv.stop()
+
+
+def test_client_finds_a_systemd_daemon_from_a_plain_shell(tmp_path):
+    run = tmp_path / "run-arqond"        # stands in for /run/arqond (RuntimeDirectory=arqond)
+    run.mkdir(mode=0o700)
+    shell_env = {"XDG_RUNTIME_DIR": str(tmp_path / "user")}
+    assert find_socket("cache-a", shell_env, systemd_dir=run) == tmp_path / "user" / "arqond" / "cache-a.sock"
+    srv = ServerThread(socket_path("cache-a", {"RUNTIME_DIRECTORY": str(run)}), handler)
+    try:
+        assert find_socket("cache-a", shell_env, systemd_dir=run) == run / "cache-a.sock"
     finally:
         srv.stop()
 

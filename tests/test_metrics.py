@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import urllib.request
 
 import msgspec
@@ -214,3 +215,33 @@ def test_status_round_trip_and_table():
     assert max(len(line) for line in t.splitlines()) <= 100
     bare = render_table(RuntimeStatus(target="x"))
     assert "NOT attached" in bare and "LAPSED" in bare and "bus:       disabled" in bare
+
+
+def test_scrapes_concurrent_with_observations_stay_consistent():
+    # The loop observes while the HTTP thread renders: every scrape must be a valid histogram
+    # (+Inf bucket == count, buckets non-decreasing, sum matching count) and nothing may be lost.
+    m = Metrics()
+    n = 20000
+    done = threading.Event()
+
+    def loop():
+        for i in range(n):
+            m.observe_cycle(0.0003)
+            m.count_proposal("applied")
+        done.set()
+
+    t = threading.Thread(target=loop)
+    t.start()
+    scrapes = 0
+    while not done.is_set() or scrapes == 0:
+        fam = next(f for f in m.collect() if f.name == "arqond_cycle_duration_seconds")
+        buckets = [s.value for s in fam.samples if s.name.endswith("_bucket")]
+        count = next(s.value for s in fam.samples if s.name.endswith("_count"))
+        total = next(s.value for s in fam.samples if s.name.endswith("_sum"))
+        assert buckets == sorted(buckets) and buckets[-1] == count
+        assert total == pytest.approx(count * 0.0003, rel=1e-9, abs=1e-12)
+        scrapes += 1
+    t.join()
+    s = samples(m)
+    assert s[("arqond_cycle_duration_seconds_count", ())] == n
+    assert s[("arqond_proposals_total", (("outcome", "applied"),))] == n

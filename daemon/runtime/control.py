@@ -121,7 +121,8 @@ def socket_path(target: str, env: Mapping[str, str] | None = None, *, create: bo
     return d / f"{check_target(target)}.sock"
 
 
-def find_socket(target: str, env: Mapping[str, str] | None = None) -> Path:
+def find_socket(target: str, env: Mapping[str, str] | None = None,
+                systemd_dir: str | os.PathLike = SYSTEMD_RUNTIME_DIR) -> Path:
     """Client side: the first existing socket for `target`.
 
     An operator's shell has no $RUNTIME_DIRECTORY, so after the daemon's own rule we also look in
@@ -129,7 +130,7 @@ def find_socket(target: str, env: Mapping[str, str] | None = None) -> Path:
     DaemonNotRunning message names where it looked first).
     """
     first = socket_path(target, env, create=False)
-    for p in (first, Path(SYSTEMD_RUNTIME_DIR) / first.name):
+    for p in (first, Path(systemd_dir) / first.name):
         if p.exists():
             return p
     return first
@@ -312,3 +313,10 @@ def call(path: str | os.PathLike, cmd: str, args: dict | None = None, timeout: f
     if not reply["ok"]:
         raise ControlError(str(reply.get("error", "error without message")))
     return reply.get("result")
+
+
+def call_target(target: str, cmd: str, args: dict | None = None, timeout: float = 5.0,
+                env: Mapping[str, str] | None = None) -> Any:
+    """`call` on the socket `find_socket(target)` resolves: what each CLI command needs.
+    Give `reload` a longer timeout than `status`: it re-reads and validates a file."""
+    return call(find_socket(target, env), cmd, args, timeout)
