@@ -41,7 +41,7 @@ def populated_status(**over) -> RuntimeStatus:
         objectives=(Statistic("cost", 0, 1.2), Statistic("cost", 1, 1.1)),
         slos=(Statistic("p99_latency_seconds", 0, 0.004, 0.005), Statistic("p99_latency_seconds", 1, 0.006, 0.005)),
         rollout_state="canary", experiment_id="exp-20240101-000042",
-        proposals={"applied": 3}, rollbacks={"regression": 1}, breaches={"p99_latency_seconds": 1},
+        proposals={"applied": 3}, rollbacks={"slo_breach": 1}, breaches={"p99_latency_seconds": 1},
         rings=(RingStatus(0.25, 0), RingStatus(0.5, 7)),
         audit=AuditStatus(depth=3, high_water=40, capacity=4096, healthy=True),
         bus=BusStatus(enabled=True, connected=True, queued=1, dropped=2, spooled=5),
@@ -71,7 +71,7 @@ def test_scrape_over_http_passes_promtool_lint():
     m.observe_cycle(0.0004)
     m.observe_ack(0.002)
     m.count_proposal("applied")
-    m.count_rollback("regression")
+    m.count_rollback("slo_breach")
     m.count_breach("p99_latency_seconds")
     m.count_experiment("started")
     server, port = m.serve("127.0.0.1", 0)

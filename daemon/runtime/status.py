@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import msgspec
 
-# Rollout phases of the Tier-1 state machine (runtime contract: shadow first,
-# canary 1-5 %, ramp 5 -> 25 -> 50 -> 100). The state machine should use these
-# exact names; the metrics export one series per name.
+# Rollout states, exactly the values of `daemon.tier1.rollout.State` (Tier 1 owns them; this mirror
+# keeps the metric's `state` label set fixed): see that module for what each state means.
 ROLLOUT_STATES: tuple[str, ...] = (
-    "idle", "shadow", "canary", "ramp", "promoted", "rolling_back", "frozen",
+    "idle", "probing", "shadow", "canary", "switchback", "baking", "promoted", "aborting",
+    "cooldown", "safe_mode", "frozen",
 )
 # What Tier 1 did with a Tier-2 proposal.
 PROPOSAL_OUTCOMES: tuple[str, ...] = (
@@ -33,10 +33,12 @@ PROPOSAL_OUTCOMES: tuple[str, ...] = (
     "blocked",       # safe mode, freeze or kill switch: not even validated
     "other",
 )
-# Why a candidate was rolled back to the baseline.
+# Why a live candidate went back to the baseline: the Tier-1 rollout triggers that lead to
+# `aborting` (plus ack_timeout), so the loop can pass the trigger name unchanged.
 ROLLBACK_REASONS: tuple[str, ...] = (
-    "guardrail_breach", "regression", "constraint_margin", "lease_lapse",
-    "ack_timeout", "stale_telemetry", "manual", "kill_switch", "safe_mode", "other",
+    "slo_breach", "judge_abort", "regressions_limit", "deadline", "lease_lost", "ack_timeout",
+    "rollback",       # operator command
+    "snapback", "config_reload", "kill", "other",
 )
 # Experiment lifecycle events counted by the metrics.
 EXPERIMENT_EVENTS: tuple[str, ...] = ("started", "promoted", "rolled_back")
