@@ -39,7 +39,7 @@ def populated_status(**over) -> RuntimeStatus:
         knobs=(KnobStatus("decay", 0.5, (0.5, 0.55)), KnobStatus("batch_size", 32.0, (32.0, 40.0))),
         slots=(SlotStatus(0.95, "lru"), SlotStatus(0.05, "lru")),
         objectives=(Statistic("cost", 0, 1.2), Statistic("cost", 1, 1.1)),
-        slos=(Statistic("p99_latency_seconds", 0, 0.004, 0.005), Statistic("p99_latency_seconds", 1, 0.006, 0.005)),
+        slos=(Statistic("p99_latency_seconds", 0, 0.004, 0.005), Statistic("p99_latency_seconds", 1, 0.006, 0.005, breached=True)),
         rollout_state="canary", experiment_id="exp-20240101-000042",
         proposals={"applied": 3}, rollbacks={"slo_breach": 1}, breaches={"p99_latency_seconds": 1},
         rings=(RingStatus(0.25, 0), RingStatus(0.5, 7)),
@@ -97,7 +97,7 @@ def test_every_required_family_is_exported():
     # The text parser strips _total from counter family names (info is a plain gauge in 0.0.4).
     required = {
         "arqond_build_info", "arqond_knob_value", "arqond_knob_baseline_value", "arqond_objective_value",
-        "arqond_slo_value", "arqond_slo_limit", "arqond_rollout_state", "arqond_experiments_started",
+        "arqond_slo_value", "arqond_slo_limit", "arqond_slo_breached", "arqond_rollout_state", "arqond_experiments_started",
         "arqond_experiments_promoted", "arqond_experiments_rolled_back", "arqond_proposals",
         "arqond_rollbacks", "arqond_guardrail_breaches", "arqond_safe_mode", "arqond_kill_switch",
         "arqond_lease_ok", "arqond_lease_lapses", "arqond_ack_latency_seconds",
@@ -119,6 +119,8 @@ def test_values_follow_the_status():
     assert s[("arqond_knob_baseline_value", (("knob", "decay"),))] == 0.5
     assert s[("arqond_slo_value", (("slo", "p99_latency_seconds"), ("slot", "1")))] == 0.006
     assert s[("arqond_slo_limit", (("slo", "p99_latency_seconds"), ("slot", "1")))] == 0.005
+    assert s[("arqond_slo_breached", (("slo", "p99_latency_seconds"), ("slot", "1")))] == 1.0
+    assert s[("arqond_slo_breached", (("slo", "p99_latency_seconds"), ("slot", "0")))] == 0.0
     assert s[("arqond_slot_weight_ratio", (("slot", "1"),))] == 0.05
     assert s[("arqond_lease_lapses_total", ())] == 2
     assert s[("arqond_ring_dropped_records_total", (("ring", "1"),))] == 7
@@ -209,7 +211,7 @@ def test_status_round_trip_and_table():
     t = render_table(s)
     assert "target cache-a" in t and "attached pid 4242" in t
     assert "SAFE MODE (3 evaluation timeouts in a row)" in t
-    assert "BREACH" in t                       # slot 1's p99 0.006 > 0.005
+    assert [line.split()[2] for line in t.splitlines() if line.endswith("BREACH")] == ["1"]  # slot 1 only
     assert "decay" in t and "0.55" in t and "canary" in t and "exp-20240101-000042" in t
     assert "proposals: applied=3" in t and "overruns 4" in t
     assert max(len(line) for line in t.splitlines()) <= 100

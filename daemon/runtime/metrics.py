@@ -232,12 +232,17 @@ def status_families(s: RuntimeStatus) -> Iterator[Metric]:
     slo = GaugeMetricFamily("arqond_slo_value", "Measured SLO statistic per slot.", labels=["slo", "slot"])
     lim = GaugeMetricFamily("arqond_slo_limit", "SLO limit per slot (same unit as the value).",
                             labels=["slo", "slot"])
+    breached = GaugeMetricFamily("arqond_slo_breached", "1 while Tier 1 judges the SLO breached in this slot.",
+                                 labels=["slo", "slot"])
     for x in s.slos:
-        slo.add_metric([x.name, str(x.slot)], x.value)
+        labels = [x.name, str(x.slot)]
+        slo.add_metric(labels, x.value)
+        breached.add_metric(labels, float(x.breached))
         if x.limit is not None:
-            lim.add_metric([x.name, str(x.slot)], x.limit)
+            lim.add_metric(labels, x.limit)
     yield slo
     yield lim
+    yield breached
 
     st = GaugeMetricFamily("arqond_rollout_state", "1 for the current rollout state.", labels=["state"])
     known = s.rollout_state in ROLLOUT_STATES

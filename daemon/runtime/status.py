@@ -70,6 +70,7 @@ class Statistic(msgspec.Struct, frozen=True):
     slot: int
     value: float
     limit: float | None = None         # SLO bound in the same unit; None for objectives
+    breached: bool = False             # Tier 1's verdict (a limit may be a floor or a ceiling)
 
 
 class RingStatus(msgspec.Struct, frozen=True):
@@ -198,7 +199,7 @@ def render_table(status: RuntimeStatus) -> str:
         add("")
         add(f"{'kind':<9}  {'name':<20} {'slot':>4}  {'value':>12}  {'limit':>12}")
         for kind, x in stats:
-            flag = "  BREACH" if x.limit is not None and x.value > x.limit else ""
+            flag = "  BREACH" if x.breached else ""
             add(f"{kind:<9}  {x.name:<20} {x.slot:>4}  {_fmt(x.value):>12}  {_fmt(x.limit):>12}{flag}")
 
     add("")
