@@ -1,0 +1,1115 @@
+"""The Tier 1 executor: the only writer of live parameters.
+
+A pure, deterministic core. Inputs (time in CLOCK_MONOTONIC ns, telemetry summaries,
+proposals, commands) come in as arguments; snapshots to publish and audit events go out.
+Same (guardrails, declaration, history, inputs) -> the same events, byte for byte.
+
+Persistent facts (known-good baseline, last generation, kill switch, safe mode, quarantine,
+cooldown, knob change history) live in `ExecState`, which changes ONLY by folding the events
+the executor emits: `rebuild(events)` after a restart gives back exactly the same state.
+The progress of a running experiment is volatile on purpose: after a restart the executor
+publishes the baseline alone and the experiment is gone.
+
+Snapshot layout
+  baseline only   slot 0 = known-good baseline, weight 1
+  split           slot 0 = baseline (weight 1 - sum of candidates), slots 1.. = candidates
+  all-candidate   slot 0 = baseline at weight 0 (still the fallback), slot 1 = candidate at 1
+                  (baking, and switchback / global-probe segments; global_knobs = candidate)
+Slot 0 always holds the known-good baseline's values, including for global knobs, so the data
+plane's own fallback (lease lapse) lands on known-good values.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Optional, Sequence
+
+import msgspec
+
+from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
+from shm_layout.spec import MAX_SLOTS
+
+from . import events as ev
+from .config import ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, resolve_knob
+from .judge import BlockSeries, PairedBlockTest, worst_of
+from .model import Arm, Command, CycleInput, Evaluation, FieldStats, Proposal, SlotTelemetry, StepOutput, Verdict
+from .rollout import EXPERIMENT, State, next_state
+
+NS = 1_000_000_000
+S = State
+
+
+# --------------------------------------------------------------------------- state (a fold)
+
+class Touch(msgspec.Struct, frozen=True, array_like=True):
+    t_ns: int
+    cost: float
+    direction: int
+    move: float
+
+
+class QEntry(msgspec.Struct, frozen=True):
+    center: tuple[float, ...]
+    variant: int
+    variant_only: bool
+    radius: float
+    until_ns: int
+
+
+class ExecState(msgspec.Struct):
+    """Everything that must survive a restart, rebuilt by folding events in order."""
+    last_seq: int = 0
+    config_generation: int = 0
+    generation: int = 0
+    live: Optional[SnapshotSpec] = None
+    baseline: tuple[float, ...] = ()
+    baseline_variant: int = 0
+    kill_switch: bool = False
+    kill_switch_set: bool = False         # a KillSwitch event exists: it, not the config, decides
+    safe_mode: bool = False
+    safe_mode_since_ns: int = 0
+    safe_mode_exit_at_ns: int = 0
+    safe_mode_reason: str = ""
+    cooldown_until_ns: int = 0
+    consecutive_regressions: int = 0
+    quarantine: list[QEntry] = []
+    history: dict[str, list[Touch]] = {}
+    thrash_until: dict[str, int] = {}
+    recent_ids: list[str] = []
+
+    def apply(self, e) -> None:
+        """Fold one event into the state (in place)."""
+        self.last_seq = e.seq
+        self.config_generation = e.config_generation
+        t = type(e)
+        if t is ev.Apply:
+            self.generation = e.new_config_version
+            self.live = e.snapshot
+        elif t is ev.Promotion:
+            self.baseline = e.new_baseline
+            self.baseline_variant = e.new_variant
+            self.consecutive_regressions = 0
+        elif t is ev.Rollback:
+            self.cooldown_until_ns = max(self.cooldown_until_ns, e.cooldown_until_ns)
+            if e.counts_as_regression:
+                self.consecutive_regressions += 1
+        elif t is ev.EvaluationEvent:
+            if e.status == "ok":
+                self.consecutive_regressions = 0
+        elif t is ev.Quarantine:
+            self.quarantine = [q for q in self.quarantine if q.until_ns > e.t_ns]
+            self.quarantine.append(QEntry(e.center, e.variant, e.variant_only, e.radius, e.until_ns))
+        elif t is ev.SafeModeEntered:
+            if not self.safe_mode:
+                self.safe_mode_since_ns = e.t_ns
+            self.safe_mode = True
+            self.safe_mode_exit_at_ns = e.exit_at_ns
+            self.safe_mode_reason = e.reason
+        elif t is ev.SafeModeExited:
+            self.safe_mode = False
+            self.safe_mode_reason = ""
+            self.safe_mode_exit_at_ns = 0
+            self.consecutive_regressions = 0
+        elif t is ev.KillSwitch:
+            self.kill_switch = e.engaged
+            self.kill_switch_set = True
+        elif t is ev.ProposalEvent:
+            if e.proposal_id not in self.recent_ids:
+                self.recent_ids.append(e.proposal_id)
+                if len(self.recent_ids) > 4096:
+                    del self.recent_ids[:1024]
+        elif t is ev.ValidationVerdict:
+            if e.accepted:
+                for tc in e.touches:
+                    h = self.history.setdefault(tc.knob, [])
+                    h.append(Touch(e.t_ns, tc.cost, tc.direction, tc.move))
+                    cut = e.t_ns - e.horizon_ns
+                    while h and h[0].t_ns <= cut:
+                        h.pop(0)
+            for k, until in e.thrash_cooldown.items():
+                self.thrash_until[k] = until
+
+
+def rebuild(events: Sequence, decl: Optional[Declaration] = None) -> ExecState:
+    """The persistent state after `events` (in emission order). With `decl`, a history without
+    a promotion gets the declared initial values as its baseline, as a new executor would."""
+    st = ExecState()
+    for e in events:
+        st.apply(e)
+    if not st.baseline and decl is not None:
+        st.baseline = decl.initial_values()
+    return st
+
+
+# --------------------------------------------------------------------------- helpers
+
+class _Reject(Exception):
+    def __init__(self, rule: str, value, limit, message: str):
+        self.rule, self.value, self.limit, self.message = rule, value, limit, message
+
+
+class _Check(msgspec.Struct, frozen=True):
+    """One absolute guardrail as evaluated: an SLO or a catalog hard constraint."""
+    name: str
+    field: str
+    stat: str
+    upper: bool          # True: value <= limit; False: value >= limit
+    limit: float
+    min_samples: int
+    enforce: bool
+
+
+class _Win:
+    """An SLO window: consecutive cycles merged until min_samples records."""
+    __slots__ = ("sw", "n", "mn", "mx", "win_ns", "cnt")
+
+    def __init__(self) -> None:
+        self.sw = 0.0
+        self.n = 0
+        self.mn = math.inf
+        self.mx = -math.inf
+        self.win_ns = 0
+        self.cnt = 0
+
+    def add(self, fs: FieldStats, window_ns: int, stat_value: float) -> None:
+        self.sw += stat_value * fs.count
+        self.n += fs.count
+        self.cnt += fs.count
+        self.win_ns += window_ns
+        self.mn = min(self.mn, fs.min)
+        self.mx = max(self.mx, fs.max)
+
+    def value(self, stat: str) -> float:
+        if stat == "min":
+            return self.mn
+        if stat == "max":
+            return self.mx
+        if stat == "count":
+            return float(self.cnt)
+        if stat == "rate":
+            return self.cnt / (self.win_ns / NS) if self.win_ns > 0 else 0.0
+        return self.sw / self.n if self.n else 0.0
+
+
+def _stat(fs: FieldStats, stat: str, window_ns: int) -> float:
+    if stat == "count":
+        return float(fs.count)
+    if stat == "rate":
+        return fs.count / (window_ns / NS) if window_ns > 0 else 0.0
+    return float(getattr(fs, stat))
+
+
+class _Exp:
+    """A running experiment (volatile: not rebuilt after a restart)."""
+
+    def __init__(self, p: Proposal, arms: list[tuple[float, ...]], variants: list[int], is_global: bool, salt: int):
+        self.p = p
+        self.arms = arms
+        self.variants = variants
+        self.is_global = is_global
+        self.salt = salt
+        self.step = 0
+        self.weight = 0.0
+        self.phase_start = 0
+        self.gen = 0
+        self.seg = 0                     # switchback / global-probe segment index
+        self.seg_order: list[int] = []   # global probe: arm index per segment
+        self.reset_phase()
+        self.base_margin: dict[str, float] = {}
+
+    def reset_phase(self) -> None:
+        self.wins: dict[tuple[str, str], _Win] = {}
+        self.slo_windows_done: dict[str, int] = {}
+        self.cur_block = 0
+        self.cand: dict[str, BlockSeries] = {}
+        self.base: dict[str, BlockSeries] = {}
+        self.pairs: dict[str, tuple[list[float], list[float]]] = {}
+        self.n_blocks_missing = 0
+        self.cand_samples = 0
+        self.looks = 0
+        self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
+        self.base_series = BlockSeries()
+        self.seg_means: dict[str, Optional[float]] = {}
+        self.pending: Optional[dict[str, Optional[float]]] = None   # first half of a switchback pair
+        self.pending_n = 0
+        self.last_verdict: Optional[ev.JudgeVerdict] = None
+
+
+# --------------------------------------------------------------------------- the executor
+
+class Executor:
+    """Tier 1. Call `start` once, then `propose`, `step` (once per cycle) and `command`.
+
+    Invariants (tested): slot 0 is always the known-good baseline; every published value is
+    allowlisted and inside the narrowed bounds and within max_delta of the baseline; the
+    generation strictly increases; at most one experiment is live; an SLO breach, a kill switch,
+    a rollback or snapback command publish baseline-only in the same call.
+    """
+
+    def __init__(self, guardrails: Guardrails, decl: Declaration, *, run_id: str = "arqond",
+                 config_generation: int = 1, history: Sequence = ()):
+        self.decl = decl
+        self.run_id = run_id
+        self.state = rebuild(history, decl)
+        self.mstate = S.IDLE
+        self.exp: Optional[_Exp] = None
+        self.cycle = 0
+        self.started = False
+        self._events: list = []
+        self._evals: list[Evaluation] = []
+        self._snap: Optional[SnapshotSpec] = None
+        self._acked_gen = 0
+        self._acked_ns: Optional[int] = None
+        self._pub_ns = 0
+        self._keep: Optional[StepOutput] = None
+        self._pid_was_present = False
+        self._configure(guardrails, config_generation)
+
+    # ----------------------------------------------------------------- configuration
+    def _configure(self, g: Guardrails, config_generation: int) -> None:
+        problems = check_against(g, self.decl)
+        if problems:
+            raise ValueError("guardrails do not match the data plane's declaration; executor not started:\n  "
+                             + "\n  ".join(problems))
+        self.g = g
+        self.config_generation = config_generation
+        d = self.decl
+        self.rk: list[Optional[ResolvedKnob]] = [
+            resolve_knob(g, k.name, k.min, k.max) if k.name in g.knobs else None for k in d.knobs]
+        self.ranges = [(k.max - k.min) or 1.0 for k in d.knobs]
+        self.kidx = {k.name: i for i, k in enumerate(d.knobs)}
+        self.vidx = {v: i for i, v in enumerate(d.variants)}
+        self.catalog = {c.variant: c for c in g.catalog.variants}
+        r = g.rollout
+        self.block_ns = int(r.block_s * NS)
+        self.settle_ns = int(r.settle_s * NS)
+        self.deadline_ns = int(r.step_deadline_s * NS)
+        self.horizon_ns = int(max(g.budget.window_s, g.anti_thrashing.window_s, 1.0) * NS)
+        self.checks = [_Check(s.name, s.field, s.stat, s.max is not None, s.max if s.max is not None else s.min,
+                              s.min_samples, s.enforce) for s in g.slos]
+        self.metrics = [("objective", g.objective.direction == "minimize", True)] + [
+            (s.name, s.max is not None, s.enforce) for s in g.slos if s.compare]
+        self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
+        self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
+
+    def _catalog_checks(self, variant: int) -> list[_Check]:
+        if not self.decl.variants or variant >= len(self.decl.variants):
+            return []
+        c = self.catalog.get(self.decl.variants[variant])
+        if c is None:
+            return []
+        f, out = self.g.catalog.fields, []
+        n = self.g.rollout.probe_min_samples
+        if c.max_p99 is not None:
+            out.append(_Check(f"catalog:{c.id}:max_p99", f.latency, "p99", True, c.max_p99, n, True))
+        if c.min_quality is not None:
+            out.append(_Check(f"catalog:{c.id}:min_quality", f.quality, "mean", False, c.min_quality, n, True))
+        if c.max_cost is not None:
+            out.append(_Check(f"catalog:{c.id}:max_cost", f.cost, "mean", True, c.max_cost, n, True))
+        return out
+
+    # ----------------------------------------------------------------- event plumbing
+    def _emit(self, cls, now: int, **kw):
+        if "proposal_id" not in kw and self.exp is not None:
+            kw["proposal_id"] = self.exp.p.proposal_id
+        e = cls(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
+                config_generation=self.config_generation, **kw)
+        self.state.apply(e)
+        self._events.append(e)
+        return e
+
+    def _fire(self, now: int, trigger: str, measured=None, condition: str = "", threshold=None) -> None:
+        new = next_state(self.mstate, trigger)
+        self._emit(ev.Transition, now, from_state=self.mstate.value, to_state=new.value, trigger=trigger,
+                   measured=measured, condition=condition, threshold=threshold)
+        self.mstate = new
+
+    def _take(self) -> StepOutput:
+        out = StepOutput(self._snap, self._events, self._evals)
+        self._events, self._evals, self._snap = [], [], None
+        return out
+
+    def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str) -> None:
+        spec = SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
+                            global_knobs=tuple(global_knobs), salt=salt)
+        self._emit(ev.Apply, now, new_config_version=spec.generation, reason=reason, snapshot=spec)
+        self._snap = spec
+        self._pub_ns = now
+        if self.exp is not None:
+            self.exp.gen = spec.generation
+
+    def _base_slot(self, weight: float = 1.0) -> SlotSpec:
+        return SlotSpec(weight, self.state.baseline_variant, self.state.baseline)
+
+    def _publish_baseline(self, now: int, reason: str) -> None:
+        self._publish(now, (self._base_slot(),), self.state.baseline, 0, reason)
+
+    @property
+    def snapshot(self) -> Optional[SnapshotSpec]:
+        """The snapshot currently published (last Apply)."""
+        return self.state.live
+
+    # ----------------------------------------------------------------- start / reload
+    def start(self, now_ns: int) -> StepOutput:
+        """Begin a run: record the config, restore kill switch / safe mode / cooldown from the
+        rebuilt state, and publish the baseline alone under a fresh generation."""
+        self.started = True
+        self._emit(ev.ConfigReload, now_ns, old_generation=self.state.config_generation, target=self.g.target)
+        if self.g.kill_switch.engaged and not self.state.kill_switch_set:
+            self._emit(ev.KillSwitch, now_ns, engaged=True, source="config")
+        if self.state.kill_switch:
+            self.mstate = S.FROZEN
+        elif self.state.safe_mode:
+            self.mstate = S.SAFE_MODE
+        elif self.state.cooldown_until_ns > now_ns:
+            self.mstate = S.COOLDOWN
+        else:
+            self.mstate = S.IDLE
+        self._publish_baseline(now_ns, "start")
+        return self._take()
+
+    def _ensure_started(self, now: int) -> None:
+        if not self.started:
+            self.start(now)
+            # keep start's output for the caller of this call
+            self._keep = self._take()
+        else:
+            self._keep = None
+
+    def _merge_keep(self, out: StepOutput) -> StepOutput:
+        k = self._keep
+        if k is None:
+            return out
+        self._keep = None
+        return StepOutput(out.snapshot or k.snapshot, k.events + out.events, k.evaluations + out.evaluations)
+
+    def reload(self, now_ns: int, guardrails: Guardrails, config_generation: int) -> StepOutput:
+        """Swap in a new validated config. A live experiment is stopped first: it was approved
+        under rules that no longer hold. Raises ValueError (nothing changed) if the config
+        contradicts the declaration."""
+        self._ensure_started(now_ns)
+        problems = check_against(guardrails, self.decl)
+        if problems:
+            raise ValueError("reload refused, previous config kept:\n  " + "\n  ".join(problems))
+        if self.exp is not None:
+            self._stop(now_ns, "config_reload", "config reloaded under a live experiment", "config_reload",
+                       None, None, regression=False, quarantine=False, status="aborted")
+        old = self.config_generation
+        self._configure(guardrails, config_generation)
+        self._emit(ev.ConfigReload, now_ns, old_generation=old, target=guardrails.target)
+        return self._merge_keep(self._take())
+
+    # ----------------------------------------------------------------- propose
+    def propose(self, now_ns: int, p: Proposal) -> Verdict:
+        """Validate `p` fail-closed and all-or-nothing; on acceptance start the experiment and
+        return the snapshot to publish. Rejections name rule, value and limit."""
+        self._ensure_started(now_ns)
+        now = now_ns
+        self._pid_was_present = p.proposal_id in self.state.recent_ids
+        self._emit(ev.ProposalEvent, now, proposal_id=p.proposal_id, kind=p.kind, source=p.source, seed=p.seed,
+                   arms=p.arms, note=p.note, config_version=self.config_generation,
+                   delta_summary=self._delta_summary(p))
+        thrash: dict[str, int] = {}
+        try:
+            arms, variants, is_global, touches = self._validate(now, p, thrash)
+        except _Reject as r:
+            msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
+            self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=False, rule=r.rule,
+                       value=r.value, limit=r.limit, message=msg, thrash_cooldown=thrash)
+            out = self._merge_keep(self._take())
+            return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, out.snapshot, out.events)
+        self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=True, rule="", value=None,
+                   limit=None, message="accepted", touches=tuple(touches), horizon_ns=self.horizon_ns)
+        salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+        self.exp = _Exp(p, arms, variants, is_global, salt)
+        self._begin_experiment(now)
+        out = self._merge_keep(self._take())
+        return Verdict(True, p.proposal_id, message="accepted", snapshot=out.snapshot, events=out.events)
+
+    def _delta_summary(self, p: Proposal) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for a in p.arms:
+            for name, v in a.knobs.items():
+                i = self.kidx.get(name)
+                if i is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    continue
+                d = abs(v - self.state.baseline[i]) / self.ranges[i]
+                out[name] = max(out.get(name, 0.0), d)
+        return out
+
+    def _validate(self, now: int, p: Proposal, thrash: dict[str, int]):
+        st, g, r = self.state, self.g, self.g.rollout
+        if st.kill_switch:
+            raise _Reject("kill_switch", "engaged", None, "the kill switch is engaged (thaw it first)")
+        if st.safe_mode:
+            raise _Reject("safe_mode", st.safe_mode_reason, None,
+                          f"safe mode is active ({st.safe_mode_reason}); reset_safe_mode or wait for its exit condition")
+        if self._pid_was_present:
+            raise _Reject("duplicate_proposal_id", p.proposal_id, None, "proposal ids must be unique within a run")
+        if self.mstate is S.COOLDOWN or st.cooldown_until_ns > now:
+            left = max(0, st.cooldown_until_ns - now) / NS
+            raise _Reject("cooldown", round(left, 6), r.cooldown_after_rollback_s,
+                          f"cooling down after a rollback: {left:.3f} s left of {r.cooldown_after_rollback_s} s")
+        if self.mstate is not S.IDLE:
+            active = self.exp.p.proposal_id if self.exp else self.mstate.value
+            raise _Reject("one_experiment_per_scope", active, 1,
+                          f"an experiment is already active in target {g.target!r} ({active}, state {self.mstate.value})")
+        max_arms = 1 if p.kind == "rollout" else MAX_SLOTS - 1
+        if not 1 <= len(p.arms) <= max_arms:
+            raise _Reject("arm_count", len(p.arms), max_arms, f"a {p.kind} takes 1..{max_arms} arms, got {len(p.arms)}")
+        base, bvar = st.baseline, st.baseline_variant
+        arms: list[tuple[float, ...]] = []
+        variants: list[int] = []
+        for ai, a in enumerate(p.arms):
+            vals = list(base)
+            for name, v in a.knobs.items():
+                i = self.kidx.get(name)
+                rk = self.rk[i] if i is not None else None
+                where = f"arms[{ai}].{name}"
+                if rk is None:
+                    raise _Reject("allowlist", name, ",".join(sorted(g.knobs)),
+                                  f"{where}: knob {name!r} is not allowlisted in guardrails knobs")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise _Reject("not_finite", str(v), None, f"{where}: value {v!r} is not a finite number")
+                v = float(v)
+                if self.decl.knobs[i].integer and v != round(v):
+                    raise _Reject("integer", v, None, f"{where}: knob is declared integer, got {v}")
+                if not rk.lo <= v <= rk.hi:
+                    raise _Reject("bounds", v, f"[{rk.lo}, {rk.hi}]", f"{where}: {v} outside bounds [{rk.lo}, {rk.hi}]")
+                dv = abs(v - base[i])
+                if rk.delta_mode == "absolute":
+                    if dv > rk.max_delta + 1e-12:
+                        raise _Reject("max_delta", dv, rk.max_delta,
+                                      f"{where}: |{v} - baseline {base[i]}| = {dv:g} exceeds max_delta {rk.max_delta} (absolute)")
+                else:
+                    dn = dv / self.ranges[i]
+                    if dn > rk.max_delta + 1e-12:
+                        raise _Reject("max_delta", round(dn, 9), rk.max_delta,
+                                      f"{where}: change {dn:.4g} of the range exceeds max_delta {rk.max_delta} (normalised)")
+                vals[i] = v
+            var = bvar
+            if a.variant is not None:
+                if a.variant not in self.vidx:
+                    raise _Reject("variant_unknown", a.variant, ",".join(self.decl.variants),
+                                  f"arms[{ai}].variant {a.variant!r} is not declared by the data plane")
+                var = self.vidx[a.variant]
+                if var != bvar:
+                    c = self.catalog.get(a.variant)
+                    if c is None:
+                        raise _Reject("catalog", a.variant, "Approved|Promoted",
+                                      f"arms[{ai}].variant {a.variant!r} is not in the approved catalog")
+                    if c.state not in ELIGIBLE_STATES:
+                        raise _Reject("catalog", c.state, "Approved|Promoted",
+                                      f"arms[{ai}].variant {a.variant!r} ({c.id}) is {c.state}; only Approved/Promoted are eligible")
+            t = tuple(vals)
+            if p.kind == "rollout" and t == base and var == bvar:
+                raise _Reject("no_change", 0.0, None, "the rollout arm equals the baseline")
+            self._check_quarantine(now, ai, t, var)
+            arms.append(t)
+            variants.append(var)
+        is_global = any(self.decl.knobs[i].is_global and a[i] != base[i] for a in arms for i in range(len(base)))
+        touches = self._check_knob_limits(now, p, arms, is_global, thrash)
+        return arms, variants, is_global, touches
+
+    def _check_quarantine(self, now: int, ai: int, vals: tuple[float, ...], var: int) -> None:
+        x = self._norm(vals)
+        for q in self.state.quarantine:
+            if q.until_ns <= now or q.variant != var:
+                continue
+            if q.variant_only:
+                raise _Reject("quarantine", self.decl.variants[var] if self.decl.variants else var, None,
+                              f"arms[{ai}]: variant quarantined until t={q.until_ns} ns after a failure")
+            dist = math.sqrt(sum((a - b) ** 2 for a, b in zip(x, q.center)))
+            if dist <= q.radius:
+                raise _Reject("quarantine", round(dist, 9), q.radius,
+                              f"arms[{ai}]: within {dist:.4g} (normalised) of a failed point; quarantine radius {q.radius}")
+
+    def _norm(self, vals: Sequence[float]) -> tuple[float, ...]:
+        return tuple((v - k.min) / self.ranges[i] for i, (v, k) in enumerate(zip(vals, self.decl.knobs)))
+
+    def _check_knob_limits(self, now: int, p: Proposal, arms, is_global: bool, thrash: dict[str, int]):
+        g, st, base = self.g, self.state, self.state.baseline
+        at = g.anti_thrashing
+        touches: list[ev.KnobTouch] = []
+        if p.kind == "probe":
+            share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
+        else:
+            share = 1.0
+        for i, rk in enumerate(self.rk):
+            if rk is None:
+                continue
+            moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
+            if all(m == 0 for m in moves):
+                continue
+            name = rk.name
+            hist = st.history.get(name, [])
+            until = st.thrash_until.get(name, 0)
+            if until > now:
+                raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
+                              f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
+            if hist:
+                since = (now - hist[-1].t_ns) / NS
+                if since < rk.min_interval_s:
+                    raise _Reject("min_interval", round(since, 9), rk.min_interval_s,
+                                  f"knob {name}: {since:.4g} s since its last change, min_interval_s {rk.min_interval_s}")
+            recent = sum(1 for h in hist if h.t_ns > now - NS)
+            if recent + 1 > rk.rate_limit_hz:
+                raise _Reject("rate_limit", recent + 1, rk.rate_limit_hz,
+                              f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rk.rate_limit_hz}")
+            direction, move = 0, 0.0
+            if p.kind == "rollout":
+                move = moves[0]
+                direction = 1 if move > 0 else -1
+                dirs = [h.direction for h in hist if h.direction != 0]
+                if dirs and dirs[-1] != direction:
+                    nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
+                    if abs(move) < at.hysteresis * nd:
+                        raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
+                                      f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
+                                      f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
+                    win = [h.direction for h in hist if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
+                    flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
+                    if win and win[0] != direction and len(win) == 1:
+                        flips = 0
+                    if flips + 1 > at.max_flips:
+                        thrash[name] = now + int(at.cooldown_s * NS)
+                        raise _Reject("anti_thrashing", flips + 1, at.max_flips,
+                                      f"knob {name}: {flips + 1} direction flips within {at.window_s} s "
+                                      f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
+            cost = max(abs(m) for m in moves) * share
+            spent = sum(h.cost for h in hist if h.t_ns > now - int(g.budget.window_s * NS))
+            if spent + cost > g.budget.max_change + 1e-12:
+                raise _Reject("budget", round(spent + cost, 9), g.budget.max_change,
+                              f"knob {name}: cumulative change {spent + cost:.4g} (normalised x traffic share) within "
+                              f"{g.budget.window_s} s would exceed budget {g.budget.max_change}")
+            touches.append(ev.KnobTouch(name, cost, direction, move))
+        return touches
+
+    # ----------------------------------------------------------------- experiment phases
+    def _begin_experiment(self, now: int) -> None:
+        e, g = self.exp, self.g
+        r = g.rollout
+        if e.p.kind == "probe":
+            self._fire(now, "accept_probe", measured=len(e.arms), condition="probe accepted", threshold=None)
+            if e.is_global:
+                n = len(e.arms)
+                e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
+            self._enter_phase(now)
+            return
+        if e.is_global:
+            self._fire(now, "accept_switchback", condition="rollout touches a global knob: switchback")
+        elif r.shadow == "on" or (r.shadow == "auto" and e.variants[0] != self.state.baseline_variant):
+            self._fire(now, "accept_rollout_shadow", measured=r.shadow, condition="shadow policy", threshold=None)
+        else:
+            self._fire(now, "accept_rollout", measured=r.canary_steps[0], condition="first canary step")
+        self._enter_phase(now)
+
+    def _enter_phase(self, now: int, new_segment: bool = False) -> None:
+        """Publish the snapshot of the current phase and reset its accumulators. A new segment
+        of the same phase (switchback, global probe) keeps the phase's pairs and series."""
+        e, r = self.exp, self.g.rollout
+        if new_segment:
+            e.wins, e.cand, e.base = {}, {}, {}
+        else:
+            e.reset_phase()
+            e.phase_start = now
+        base = self.state.baseline
+        if self.mstate is S.PROBING and not e.is_global:
+            w = r.probe_weight
+            slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
+            self._publish(now, slots, base, e.salt, "probe")
+        elif self.mstate is S.PROBING:
+            a = e.seg_order[e.seg]
+            self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a], e.salt,
+                          f"probe segment {e.seg} arm {a}")
+        elif self.mstate is S.SHADOW:
+            e.weight = r.shadow_weight
+            self._publish(now, (self._base_slot(1.0 - e.weight), SlotSpec(e.weight, e.variants[0], e.arms[0])),
+                          base, e.salt, "shadow")
+        elif self.mstate is S.CANARY:
+            e.weight = r.canary_steps[e.step]
+            self._publish(now, (self._base_slot(1.0 - e.weight), SlotSpec(e.weight, e.variants[0], e.arms[0])),
+                          base, e.salt, f"canary step {e.step} weight {e.weight}")
+        elif self.mstate is S.SWITCHBACK:
+            if self._sb_is_candidate(e.seg):
+                self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])), e.arms[0],
+                              e.salt, f"switchback segment {e.seg}: candidate")
+            else:
+                self._publish(now, (self._base_slot(1.0),), base, e.salt, f"switchback segment {e.seg}: baseline")
+        elif self.mstate is S.BAKING:
+            e.weight = 1.0
+            glob = e.arms[0] if e.is_global else base
+            self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])), glob, e.salt, "baking")
+
+    @staticmethod
+    def _sb_is_candidate(seg: int) -> bool:
+        # Pairs (2j, 2j+1): j even -> (C, B), j odd -> (B, C). ABBA order cancels linear drift.
+        return (seg % 4) in (0, 3)
+
+    def _roles(self) -> dict[int, tuple[str, int]]:
+        """slot -> ("base", 0) or ("cand", arm index) for the live phase."""
+        e = self.exp
+        if self.mstate is S.PROBING:
+            if e.is_global:
+                return {1: ("cand", e.seg_order[e.seg])}
+            return {0: ("base", 0), **{i + 1: ("cand", i) for i in range(len(e.arms))}}
+        if self.mstate in (S.SHADOW, S.CANARY):
+            return {0: ("base", 0), 1: ("cand", 0)}
+        if self.mstate is S.BAKING:
+            return {1: ("cand", 0)}
+        if self.mstate is S.SWITCHBACK:
+            return {1: ("cand", 0)} if self._sb_is_candidate(e.seg) else {0: ("base", 0)}
+        return {}
+
+    # ----------------------------------------------------------------- step
+    def step(self, now_ns: int, inp: CycleInput) -> StepOutput:
+        """Advance one decision cycle with this cycle's telemetry."""
+        self._ensure_started(now_ns)
+        now = now_ns
+        self.cycle += 1
+        st = self.state
+        if inp.ack_generation >= st.generation > self._acked_gen:
+            self._acked_gen = st.generation
+            self._acked_ns = now
+            self._emit(ev.Ack, now, generation=st.generation)
+            if self.mstate in (S.ABORTING, S.PROMOTED):
+                self._fire(now, "ack", measured=inp.ack_generation, condition="data plane applied the generation",
+                           threshold=st.generation)
+        if self.mstate in (S.ABORTING, S.PROMOTED) and self._acked_gen < st.generation and self._since_publish(now) >= self.deadline_ns:
+            self._fire(now, "ack_timeout", measured=self._since_publish(now) / NS, condition="no ack within step_deadline_s",
+                       threshold=self.g.rollout.step_deadline_s)
+        if self.mstate is S.COOLDOWN and now >= st.cooldown_until_ns:
+            self._fire(now, "cooldown_done", measured=now, condition="t >= cooldown end", threshold=st.cooldown_until_ns)
+        if st.safe_mode and st.safe_mode_exit_at_ns and now >= st.safe_mode_exit_at_ns:
+            self._emit(ev.SafeModeExited, now, duration_us=(now - st.safe_mode_since_ns) // 1000, exit_reason="timer")
+            if self.mstate is S.SAFE_MODE:
+                self._fire(now, "safe_mode_timer", measured=now, condition="t >= safe mode exit", threshold=None)
+        if self.exp is not None and self.mstate in EXPERIMENT:
+            self._advance(now, inp)
+        return self._merge_keep(self._take())
+
+    def _since_publish(self, now: int) -> int:
+        return now - self._pub_ns
+
+    def _advance(self, now: int, inp: CycleInput) -> None:
+        e = self.exp
+        if not inp.lease_ok:
+            self._stop(now, "lease_lost", "actuator lease lapsed: the data plane serves slot 0", "lease",
+                       "lost", "ok", regression=False, quarantine=False, status="aborted")
+            return
+        gen = self.state.generation
+        acked = self._acked_gen >= gen and e.gen == gen
+        usable: list[SlotTelemetry] = []
+        if acked and inp.generation == gen:
+            start = self._acked_ns + self.settle_ns
+            # Defense in depth: only this generation's records, only after the settle time.
+            usable = [s for s in inp.slots if s.generation == gen and now - s.window_ns >= start]
+        roles = self._roles()
+        if usable and self._check_slos(now, usable, roles):
+            return
+        if self.mstate is S.PROBING:
+            self._on_probe(now, usable, roles, acked)
+        elif self.mstate is S.SHADOW:
+            self._on_guard_only(now, usable, roles, acked, self.g.rollout.shadow_s, "shadow_passed")
+        elif self.mstate is S.CANARY:
+            self._on_canary(now, usable, acked)
+        elif self.mstate is S.SWITCHBACK:
+            self._on_switchback(now, usable, roles, acked)
+        elif self.mstate is S.BAKING:
+            self._on_guard_only(now, usable, roles, acked, self.g.rollout.bake_s, "bake_done")
+
+    # ----------------------------------------------------------------- SLO guardrails
+    def _check_slos(self, now: int, usable: list[SlotTelemetry], roles) -> bool:
+        """Feed SLO windows; on an enforcing breach roll back now. True if rolled back."""
+        e = self.exp
+        for s in usable:
+            role = roles.get(s.slot)
+            if role is None:
+                continue
+            kind, arm = role
+            var = e.variants[arm] if kind == "cand" else self.state.baseline_variant
+            for c in self.checks + self._catalog_checks(var):
+                fs = s.fields.get(c.field)
+                if fs is None or fs.count <= 0:
+                    continue
+                key = (f"{kind}{arm}", c.name)
+                w = e.wins.get(key)
+                if w is None:
+                    w = e.wins[key] = _Win()
+                w.add(fs, s.window_ns, _stat(fs, c.stat, s.window_ns))
+                if w.n < c.min_samples:
+                    continue
+                value = w.value(c.stat)
+                del e.wins[key]
+                scale = abs(c.limit) if c.limit != 0 else 1.0
+                margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
+                if kind == "base":
+                    e.base_margin[c.name] = margin
+                    continue
+                e.slo_windows_done[c.name] = e.slo_windows_done.get(c.name, 0) + 1
+                if margin >= 0:
+                    continue
+                bm = e.base_margin.get(c.name)
+                if margin >= -0.5 and bm is not None and bm < 0 and margin > bm:
+                    outcome = "toward_feasibility"   # constraint first: the baseline is worse
+                elif not c.enforce:
+                    outcome = "dry_run_breach"
+                else:
+                    outcome = "breach"
+                self._emit(ev.SloCheck, now, slo=c.name, slot=s.slot, stat=c.stat, value=value, limit=c.limit,
+                           margin=margin, baseline_margin=bm, n=w.n, enforce=c.enforce, outcome=outcome)
+                if outcome == "breach":
+                    op = "<=" if c.upper else ">="
+                    why = "margin below -0.5" if margin < -0.5 else "candidate breaks an SLO the baseline does not beat"
+                    self._stop(now, "slo_breach", f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})",
+                               f"slo:{c.name}", value, c.limit, regression=True, quarantine=True, status="slo_breach",
+                               failed_arm=arm)
+                    return True
+        return False
+
+    # ----------------------------------------------------------------- stop / rollback
+    def _stop(self, now: int, trigger: str, reason: str, rule: str, measured, threshold, *, regression: bool,
+              quarantine: bool, status: str, failed_arm: Optional[int] = None) -> None:
+        """Roll back to baseline-only in this call. Emits Transition, Rollback, Quarantine,
+        Evaluation events and the Apply of the baseline-only snapshot."""
+        e, r = self.exp, self.g.rollout
+        limit_hit = regression and self.state.consecutive_regressions + 1 >= r.max_consecutive_regressions
+        trig = "regressions_limit" if limit_hit and trigger not in ("kill", "enter_safe_mode") else trigger
+        self._fire(now, trig, measured=measured, condition=reason, threshold=threshold)
+        for i in range(len(e.arms)):
+            st_i = status if (failed_arm is None or i == failed_arm or status == "aborted") else "aborted"
+            self._evaluation(now, i, st_i)
+        if quarantine:
+            arms = range(len(e.arms)) if failed_arm is None else (failed_arm,)
+            for i in arms:
+                vo = e.variants[i] != self.state.baseline_variant and e.arms[i] == self.state.baseline
+                self._emit(ev.Quarantine, now, center=self._norm(e.arms[i]), variant=e.variants[i], variant_only=vo,
+                           radius=r.quarantine_radius, until_ns=now + int(r.quarantine_s * NS), reason=reason)
+        cooldown = now + int(r.cooldown_after_rollback_s * NS) if trigger not in ("kill", "enter_safe_mode") else now
+        self._emit(ev.Rollback, now, rollback_reason=reason, rule=rule, measured=measured, threshold=threshold,
+                   reverted_to_version=self.state.generation + 1, cooldown_until_ns=cooldown,
+                   counts_as_regression=regression)
+        self.exp = None
+        self._publish_baseline(now, f"rollback: {trigger}")
+        if trig == "regressions_limit":
+            self._enter_safe_mode(now, f"{r.max_consecutive_regressions} consecutive regressions")
+
+    def _enter_safe_mode(self, now: int, reason: str) -> None:
+        ex = self.g.safe_mode.exit_after_s
+        exit_at = now + int(ex * NS) if ex > 0 else 0
+        cond = f"timer {ex} s or reset_safe_mode" if ex > 0 else "manual reset_safe_mode"
+        self._emit(ev.SafeModeEntered, now, reason=reason, exit_condition=cond, exit_at_ns=exit_at)
+
+    def _evaluation(self, now: int, arm: int, status: str, objective=None, baseline_objective=None, n=0, blocks=0, se=None):
+        e = self.exp
+        ev_ = Evaluation(e.p.proposal_id, arm, status, objective, baseline_objective, n, blocks, se)
+        self._evals.append(ev_)
+        self._emit(ev.EvaluationEvent, now, arm=arm, status=status, objective=objective,
+                   baseline_objective=baseline_objective, n_records=n, n_blocks=blocks, stderr=se)
+
+    # ----------------------------------------------------------------- metric values
+    def _metric_values(self, s: SlotTelemetry) -> dict[str, float]:
+        out: dict[str, float] = {}
+        g = self.g
+        total = 0.0
+        for t in g.objective.terms:
+            fs = s.fields.get(t.field)
+            if fs is None or fs.count <= 0:
+                break
+            total += t.weight * _stat(fs, t.stat, s.window_ns)
+        else:
+            out["objective"] = total
+        for sl in g.slos:
+            if sl.compare:
+                fs = s.fields.get(sl.field)
+                if fs is not None and fs.count > 0:
+                    out[sl.name] = _stat(fs, sl.stat, s.window_ns)
+        return out
+
+    # ----------------------------------------------------------------- probes
+    def _on_probe(self, now: int, usable, roles, acked: bool) -> None:
+        e, r = self.exp, self.g.rollout
+        for s in usable:
+            role = roles.get(s.slot)
+            v = self._metric_values(s).get("objective")
+            if role is None or v is None:
+                continue
+            (e.base_series if role[0] == "base" else e.arm_series[role[1]]).add(v, s.n_records)
+        if not acked:
+            if now - e.phase_start >= self.deadline_ns:
+                self._end_probe(now, "no ack from the data plane within step_deadline_s")
+            return
+        seg_ns = int(r.probe_window_s * NS / 2) if e.is_global else int(r.probe_window_s * NS)
+        if now - (self._acked_ns + self.settle_ns) < seg_ns:
+            return
+        if e.is_global and e.seg + 1 < len(e.seg_order):
+            e.seg += 1
+            self._enter_phase(now, new_segment=True)   # arms accumulate over segments
+            return
+        self._end_probe(now, "probe window complete")
+
+    def _end_probe(self, now: int, why: str) -> None:
+        e, r = self.exp, self.g.rollout
+        bo = e.base_series.mean()
+        for i, s in enumerate(e.arm_series):
+            ok = s.n >= r.probe_min_samples
+            self._evaluation(now, i, "ok" if ok else "insufficient_data", s.mean(), bo, s.n, 0, None)
+        self._fire(now, "probe_done", measured=min(s.n for s in e.arm_series), condition=why,
+                   threshold=r.probe_min_samples)
+        self.exp = None
+        self._publish_baseline(now, "probe done")
+
+    # ----------------------------------------------------------------- shadow / baking
+    def _on_guard_only(self, now: int, usable, roles, acked: bool, hold_s: float, trigger: str) -> None:
+        """Phases judged by the absolute guardrails alone: pass after `hold_s` of data in which
+        every enforcing SLO completed at least one window and min_samples records arrived."""
+        e, r = self.exp, self.g.rollout
+        for s in usable:
+            if roles.get(s.slot, ("", 0))[0] == "cand":
+                e.cand_samples += s.n_records
+        limit_ns = self.deadline_ns + int(hold_s * NS)
+        if acked and now - (self._acked_ns + self.settle_ns) >= int(hold_s * NS):
+            need = [c.name for c in self.checks + self._catalog_checks(e.variants[0]) if c.enforce]
+            missing = [n for n in need if not e.slo_windows_done.get(n)]
+            min_n = r.min_samples if trigger == "bake_done" else 1
+            if not missing and e.cand_samples >= min_n:
+                self._pass_phase(now, trigger, e.cand_samples, f"{hold_s} s with every SLO window within limits",
+                                 min_n)
+                return
+        if now - e.phase_start >= limit_ns:
+            self._stop(now, "deadline", f"{'baking' if trigger == 'bake_done' else 'shadow'}: not enough evidence "
+                       f"within {limit_ns / NS:g} s ({e.cand_samples} candidate records)", "deadline",
+                       e.cand_samples, r.min_samples, regression=False, quarantine=False, status="insufficient_data")
+
+    def _pass_phase(self, now: int, trigger: str, measured, condition: str, threshold) -> None:
+        e = self.exp
+        if trigger == "bake_done":
+            self._fire(now, trigger, measured=measured, condition=condition, threshold=threshold)
+            self._promote(now)
+            return
+        if trigger == "shadow_passed":
+            self._fire(now, trigger, measured=measured, condition=condition, threshold=threshold)
+            e.step = 0
+            self._enter_phase(now)
+            return
+
+    def _promote(self, now: int) -> None:
+        e = self.exp
+        old, oldv = self.state.baseline, self.state.baseline_variant
+        new, newv = e.arms[0], e.variants[0]
+        vname = self.decl.variants[newv] if self.decl.variants and newv < len(self.decl.variants) else str(newv)
+        c = self.catalog.get(vname)
+        ref = f"{self.run_id}/{e.p.proposal_id}/verdict-seq-{e.last_verdict.seq if e.last_verdict else 0}"
+        lv = e.last_verdict
+        obj = next((m for m in lv.metrics if m.metric == "objective"), None) if lv else None
+        self._evaluation(now, 0, "ok", obj.mean_diff if obj else None, None, e.cand_samples,
+                         obj.n_blocks if obj else 0, obj.stderr if obj else None)
+        self._emit(ev.Promotion, now, variant_id=c.id if c else vname, old_state="candidate", new_state="baseline",
+                   evidence_ref=ref, old_baseline=old, new_baseline=new, old_variant=oldv, new_variant=newv)
+        self.exp = None
+        self._publish_baseline(now, "promotion")
+
+    # ----------------------------------------------------------------- canary (split judging)
+    def _look_alpha(self, blocks_available: int, steps: int) -> tuple[int, float]:
+        """Looks per step and the one-sided alpha of each look (Bonferroni over judged steps,
+        looks and enforcing metrics)."""
+        r = self.g.rollout
+        looks = max(1, blocks_available // r.min_blocks)
+        n_enf = max(1, sum(1 for m in self.metrics if m[2]))
+        return looks, (1.0 - r.confidence) / (steps * looks * n_enf)
+
+    def _on_canary(self, now: int, usable, acked: bool) -> None:
+        e, r = self.exp, self.g.rollout
+        if acked:
+            start = self._acked_ns + self.settle_ns
+            if now >= start:
+                b = (now - start) // self.block_ns
+                while e.cur_block < b:
+                    gen = e.gen
+                    self._close_block(now)
+                    if self.exp is not e or e.gen != gen:
+                        return          # the look moved the rollout on (or stopped it)
+                    e.cur_block += 1
+                for s in usable:
+                    vals = self._metric_values(s)
+                    side = e.base if s.slot == 0 else e.cand if s.slot == 1 else None
+                    if side is None:
+                        continue
+                    for m, v in vals.items():
+                        side.setdefault(m, BlockSeries()).add(v, s.n_records)
+                    if s.slot == 1:
+                        e.cand_samples += s.n_records
+        if self.exp is e and now - e.phase_start >= self.deadline_ns:
+            v = e.last_verdict
+            self._stop(now, "deadline", f"canary step {e.step} (weight {e.weight}): no promote verdict within "
+                       f"step_deadline_s ({sum(1 for _ in e.pairs.get('objective', ([], []))[0])} blocks, "
+                       f"{e.cand_samples} candidate records); missing data never passes",
+                       "deadline", v.decision if v else "no verdict", "promote", regression=False, quarantine=False,
+                       status="insufficient_data")
+
+    def _close_block(self, now: int) -> None:
+        e = self.exp
+        cm = {m: s.mean() for m, s in e.cand.items()}
+        bm = {m: s.mean() for m, s in e.base.items()}
+        cn = e.cand.get("objective", BlockSeries()).n
+        bn = e.base.get("objective", BlockSeries()).n
+        e.cand, e.base = {}, {}
+        self._record_pair(now, cm, bm, cn, bn, f"canary{e.step}", e.cur_block)
+
+    def _record_pair(self, now: int, cm: dict, bm: dict, cn: int, bn: int, phase: str, block: int) -> None:
+        e = self.exp
+        names = [m[0] for m in self.metrics]
+        complete = all(cm.get(m) is not None and bm.get(m) is not None for m in names)
+        co, bo = cm.get("objective"), bm.get("objective")
+        sign = 1.0 if self.metrics[0][1] else -1.0
+        self._emit(ev.Digest, now, digest_id=f"{e.p.proposal_id}/{phase}/{block}", phase=phase, block=block,
+                   candidate_objective=co, baseline_objective=bo, candidate_n=cn, baseline_n=bn,
+                   objective_value=sign * (co - bo) if complete else None)
+        if not complete:
+            e.n_blocks_missing += 1
+            return
+        for m in names:
+            c, b = e.pairs.setdefault(m, ([], []))
+            c.append(cm[m])
+            b.append(bm[m])
+        self._maybe_look(now)
+
+    def _maybe_look(self, now: int) -> None:
+        e, r = self.exp, self.g.rollout
+        n = len(e.pairs["objective"][0])
+        if self.mstate is S.SWITCHBACK:   # a pair takes two segments; the deadline is doubled
+            avail, steps = (2 * self.deadline_ns) // (2 * (self.block_ns + self.settle_ns)), 1
+        else:
+            avail, steps = (self.deadline_ns - self.settle_ns) // self.block_ns, self.judged_steps
+        max_looks, alpha = self._look_alpha(max(1, avail), steps)
+        if e.looks >= max_looks or n < r.min_blocks * (e.looks + 1) or e.cand_samples < r.min_samples:
+            return
+        e.looks += 1
+        verdicts = tuple(self.test.decide(m, e.pairs[m][0], e.pairs[m][1], worse_if_higher=hi, alpha_look=alpha,
+                                          enforce=enf) for m, hi, enf in self.metrics)
+        decision = worst_of(verdicts)
+        phase = "switchback" if self.mstate is S.SWITCHBACK else f"canary{e.step}"
+        e.last_verdict = self._emit(ev.JudgeVerdict, now, phase=phase, step=e.step, weight=e.weight, decision=decision,
+                                    metrics=verdicts, n_samples=e.cand_samples, min_samples=r.min_samples,
+                                    min_blocks=r.min_blocks, look=e.looks, max_looks=max_looks)
+        worst = next((v for v in verdicts if v.enforce and v.decision == decision), verdicts[0])
+        if decision == "abort":
+            self._stop(now, "judge_abort", f"judge: {worst.metric} worse than baseline, lower bound {worst.lcb:.4g} "
+                       f"> abort_margin {r.abort_margin} at alpha {alpha:.3g}", f"judge:{worst.metric}",
+                       worst.lcb, r.abort_margin, regression=True, quarantine=True, status="regression")
+        elif decision == "promote":
+            cond = f"upper bound {worst.ucb:.4g} < effect_margin {r.effect_margin} on every enforcing metric"
+            if self.mstate is S.SWITCHBACK:
+                self._fire(now, "switchback_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
+                self._enter_phase(now)
+                return
+            nxt = e.step + 1
+            if r.canary_steps[nxt] >= 1.0:
+                self._fire(now, "last_step_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
+            else:
+                self._fire(now, "step_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
+            e.step = nxt
+            self._enter_phase(now)
+
+    # ----------------------------------------------------------------- switchback
+    def _on_switchback(self, now: int, usable, roles, acked: bool) -> None:
+        e = self.exp
+        side = "cand" if self._sb_is_candidate(e.seg) else "base"
+        for s in usable:
+            if s.slot not in roles:
+                continue
+            acc = e.cand if side == "cand" else e.base
+            for m, v in self._metric_values(s).items():
+                acc.setdefault(m, BlockSeries()).add(v, s.n_records)
+            if side == "cand":
+                e.cand_samples += s.n_records
+        if acked and now - (self._acked_ns + self.settle_ns) >= self.block_ns:
+            acc = e.cand if side == "cand" else e.base
+            means = {m: s.mean() for m, s in acc.items()}
+            n = acc.get("objective", BlockSeries()).n
+            e.cand, e.base = {}, {}
+            if e.seg % 2 == 0:
+                e.pending, e.pending_n = means, n
+            else:
+                first_c = self._sb_is_candidate(e.seg - 1)
+                cm, bm = (e.pending, means) if first_c else (means, e.pending)
+                cn, bn = (e.pending_n, n) if first_c else (n, e.pending_n)
+                e.pending = None
+                self._record_pair(now, cm, bm, cn, bn, "switchback", e.seg // 2)
+                if self.exp is not e or self.mstate is not S.SWITCHBACK:
+                    return
+            e.seg += 1
+            self._enter_phase(now, new_segment=True)
+            return
+        if now - e.phase_start >= 2 * self.deadline_ns:
+            self._stop(now, "deadline", "switchback: no promote verdict within 2 x step_deadline_s; missing data never passes",
+                       "deadline", e.last_verdict.decision if e.last_verdict else "no verdict", "promote",
+                       regression=False, quarantine=False, status="insufficient_data")
+
+    # ----------------------------------------------------------------- commands
+    def command(self, now_ns: int, cmd: Command) -> StepOutput:
+        """freeze | thaw | rollback | snapback | reset_safe_mode | enter_safe_mode."""
+        self._ensure_started(now_ns)
+        now, st = now_ns, self.state
+        name = cmd.name
+
+        def note(ok: bool, msg: str) -> None:
+            self._emit(ev.CommandEvent, now, name=name, source=cmd.source, accepted=ok, message=msg)
+
+        if name == "freeze":
+            note(True, "kill switch engaged: baseline only, proposals refused until thaw")
+            if self.exp is not None:
+                self._stop(now, "kill", f"kill switch by {cmd.source}", "kill_switch", "engaged", None,
+                           regression=False, quarantine=False, status="aborted")
+                self._emit(ev.KillSwitch, now, engaged=True, source=cmd.source)
+            else:
+                if not st.kill_switch:
+                    self._emit(ev.KillSwitch, now, engaged=True, source=cmd.source)
+                self._fire(now, "kill", measured="engaged", condition=f"kill switch by {cmd.source}")
+                if not self._is_baseline_only(st.live):
+                    self._publish_baseline(now, "kill switch")
+        elif name == "thaw":
+            if not st.kill_switch:
+                note(False, "kill switch is not engaged; nothing to thaw")
+            else:
+                note(True, "kill switch released")
+                self._emit(ev.KillSwitch, now, engaged=False, source=cmd.source)
+                if self.mstate is S.FROZEN:
+                    self._fire(now, "thaw_to_safe_mode" if st.safe_mode else "thaw", measured="released",
+                               condition=f"thaw by {cmd.source}")
+        elif name in ("rollback", "snapback"):
+            if self.exp is not None:
+                note(True, f"{name}: active experiment stopped, baseline only")
+                self._stop(now, name, f"{name} by {cmd.source}", name, None, None, regression=False,
+                           quarantine=False, status="aborted")
+            elif name == "rollback":
+                note(False, "no active experiment to roll back")
+            else:
+                note(True, "snapback: baseline republished")
+                self._fire(now, "snapback", condition=f"snapback by {cmd.source}")
+                self._publish_baseline(now, "snapback")
+        elif name == "reset_safe_mode":
+            if not st.safe_mode:
+                note(False, "safe mode is not active")
+            else:
+                note(True, "safe mode reset")
+                self._emit(ev.SafeModeExited, now, duration_us=(now - st.safe_mode_since_ns) // 1000,
+                           exit_reason=f"manual reset by {cmd.source}")
+                if self.mstate is S.SAFE_MODE:
+                    self._fire(now, "reset_safe_mode", condition=f"reset by {cmd.source}")
+        elif name == "enter_safe_mode":
+            note(True, f"safe mode requested: {cmd.reason}")
+            reason = cmd.reason or f"requested by {cmd.source}"
+            if self.exp is not None:
+                self._stop(now, "enter_safe_mode", reason, "safe_mode", None, None, regression=False,
+                           quarantine=False, status="aborted")
+            elif self.mstate is not S.FROZEN:
+                self._fire(now, "enter_safe_mode", condition=reason)
+            self._enter_safe_mode(now, reason)
+            if not self._is_baseline_only(self.state.live):
+                self._publish_baseline(now, "safe mode")
+        return self._merge_keep(self._take())
+
+    def _is_baseline_only(self, snap: Optional[SnapshotSpec]) -> bool:
+        return (snap is not None and len(snap.slots) == 1 and snap.slots[0].knobs == self.state.baseline
+                and snap.slots[0].variant == self.state.baseline_variant and snap.global_knobs == self.state.baseline)
