@@ -71,10 +71,12 @@ _T: dict[tuple[State, str], State] = {
 }
 # Failures and stops of a live candidate: all roll back to the baseline at once.
 for _s in EXPERIMENT:
-    for _trig in ("slo_breach", "deadline", "lease_lost", "rollback", "snapback", "config_reload"):
+    for _trig in ("slo_breach", "lease_lost", "rollback", "snapback", "config_reload"):
         _T[(_s, _trig)] = S.ABORTING
+    if _s is not S.PROBING:   # a probe never fails for lack of data: it reports insufficient_data
+        _T[(_s, "deadline")] = S.ABORTING
     _T[(_s, "regressions_limit")] = S.SAFE_MODE
-for _s in (S.SHADOW, S.CANARY, S.SWITCHBACK):
+for _s in (S.CANARY, S.SWITCHBACK):   # the phases the comparative judge rules on
     _T[(_s, "judge_abort")] = S.ABORTING
 # Kill switch from every state; safe mode from every state but frozen (the kill switch wins).
 for _s in ALL:
