@@ -7,7 +7,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 B         := native/build
 CC        ?= cc
-CFLAGS    ?= -O2 -g
+CFLAGS    ?= -O3 -g
 WARN      := -Wall -Wextra -Werror -Wno-unused-parameter -std=gnu11
 INC       := -Inative/include -Inative/src
 LIBSRC    := native/src/arqon.c

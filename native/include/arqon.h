@@ -44,7 +44,7 @@ typedef struct {
   unsigned mode;                     /* segment permission bits, e.g. 0600 or 0660; never o+w */
   /* Additions (zero = default): */
   unsigned flags;                    /* ARQ_DECL_* */
-  unsigned tick_us;                  /* housekeeping period in microseconds (default 200): lease
+  unsigned tick_us;                  /* housekeeping period in microseconds (default 100): lease
                                         check, heartbeat, coarse clock for record timestamps */
 } arq_decl;
 

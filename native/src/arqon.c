@@ -58,7 +58,16 @@ struct arq_plane {
     arq_producer *prod;             /* [n_rings] */
 };
 
-static uint64_t g_instances;        /* atomic counter for arq_plane.instance */
+static uint64_t g_instances;
+
+/* The slot hash: a 32-bit value from key and salt. Python's segment.slot_for_key mirrors it.
+ * xor-shift then a 64-bit multiply (Fibonacci hashing) keeps sequential and strided keys
+ * spread across the top bits at the cost of one multiply. */
+static inline uint32_t slot_hash(uint64_t key, uint64_t salt) {
+    uint64_t x = key ^ salt;
+    x ^= x >> 29;
+    return (uint32_t)((x * 0x9e3779b97f4a7c15ull) >> 32);
+}        /* atomic counter for arq_plane.instance */
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -74,7 +83,7 @@ static uint64_t real_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* splitmix64: the slot hash. Python's segment.py has the same function for tests. */
+/* splitmix64 finaliser: epoch entropy and the fallback for getrandom. */
 static inline uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -281,7 +290,7 @@ ARQ_API int arq_open(const char *name, const arq_decl *decl, arq_plane **out) {
     p->instance = __atomic_add_fetch(&g_instances, 1, __ATOMIC_RELAXED);
     p->lapsed = 1;                   /* no lease yet: baseline only */
     p->now_ns = mono_ns();
-    p->tick_us = decl->tick_us ? decl->tick_us : 200;
+    p->tick_us = decl->tick_us ? decl->tick_us : 100;
 
     /* Header and declaration; state is written last. */
     arq_shm_header *h = arq_hdr(p->base);
@@ -400,39 +409,66 @@ static void ack_generation(arq_plane *p, uint64_t gen) {
     }
 }
 
+/* Word indices of the snapshot copy (little-endian, 8-byte words), from the generated layout. */
+#define W_GEN   (offsetof(arq_snapshot_copy, generation) / 8)
+#define W_SALT  (offsetof(arq_snapshot_copy, salt) / 8)
+#define W_NSLOT (offsetof(arq_snapshot_copy, n_slots) / 8)
+#define W_CUM   (offsetof(arq_snapshot_copy, cum_weight) / 8)
+#define W_VAR   (offsetof(arq_snapshot_copy, variant) / 8)
+#define W_GLOB  (offsetof(arq_snapshot_copy, global_knobs) / 8)
+#define W_ROWS  (offsetof(arq_snapshot_copy, knobs) / 8)
+_Static_assert(offsetof(arq_snapshot_copy, n_slots) % 8 == 0, "n_slots in the low half of its word");
+_Static_assert(W_ROWS == W_GLOB + ARQ_MAX_KNOBS, "knob rows follow the global row");
+
+static inline uint32_t w_u32(const uint64_t *w, size_t word, unsigned i) {
+    return (uint32_t)(w[word + i / 2] >> (32 * (i & 1)));
+}
+static inline double w_f64(const uint64_t *w, size_t i) {
+    double d;
+    memcpy(&d, &w[i], 8);
+    return d;
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 static __attribute__((noinline)) void tcache_refresh(arq_plane *p, uint32_t lapsed) {
-    union { arq_snapshot_copy c; uint64_t w[sizeof(arq_snapshot_copy) / 8]; } u;
-    /* The whole copy (704 bytes) is read: validation needs the header words and the
-     * active slots, and one straight copy is cheaper than a partial one. */
-    uint64_t seq = arq_snapshot_read_words(p->snap, u.w, sizeof u.w / 8);
-    const arq_snapshot_copy c = u.c;
-    uint32_t n = c.n_slots;
+    /* One seqlock read of what matters: header words, the global row and the rows of the
+     * slots in use (2 slots: 55 of 88 words). Words past that are never read. */
+    uint64_t w[sizeof(arq_snapshot_copy) / 8];
+    uint64_t seq;
+    for (;;) {
+        seq = ARQ_LOAD_ACQ(&p->snap->seq);
+        const uint64_t *src = (const uint64_t *)arq_snap_copy(p->snap, seq);
+        for (size_t i = 0; i < W_ROWS; i++) w[i] = ARQ_DATA_LOAD(&src[i]);
+        uint32_t n = (uint32_t)w[W_NSLOT];
+        size_t rows = (n >= 1 && n <= ARQ_MAX_SLOTS) ? n : 1;
+        for (size_t i = W_ROWS; i < W_ROWS + rows * ARQ_MAX_KNOBS; i++) w[i] = ARQ_DATA_LOAD(&src[i]);
+        ARQ_FENCE_ACQ();
+        if (ARQ_LOAD_RLX(&p->snap->seq) == seq) break;
+    }
+    uint32_t n = (uint32_t)w[W_NSLOT];
     int ok = n >= 1 && n <= ARQ_MAX_SLOTS;
-    for (uint32_t i = 1; ok && i + 1 < n; i++) ok = c.cum_weight[i] >= c.cum_weight[i - 1];
+    for (uint32_t i = 1; ok && i + 1 < n; i++) ok = w_u32(w, W_CUM, i) >= w_u32(w, W_CUM, i - 1);
     if (!ok || lapsed) n = 1;        /* corrupt weights or no lease: baseline only */
     tc.plane = p;
     tc.instance = p->instance;
     tc.seq = seq;
     tc.lapsed = lapsed;
     tc.n_slots = n;
-    tc.generation = c.generation;
-    tc.salt = c.salt;
+    tc.generation = w[W_GEN];
+    tc.salt = w[W_SALT];
+    /* GLOBAL knobs take the global row while leased; slot 0's row when lapsed, so a lapse
+     * returns them to the baseline too. */
+    uint32_t gmask = lapsed ? 0 : p->global_mask;
     for (uint32_t s = 0; s < n; s++) {
-        tc.cum[s] = c.cum_weight[s];
-        tc.variant[s] = c.variant[s];
-        for (unsigned k = 0; k < ARQ_MAX_KNOBS; k++) {
-            double v = 0.0;
-            if (k < p->n_knobs) {
-                /* GLOBAL knobs take the global row while leased; slot 0's row when lapsed so
-                 * a lapse returns them to the baseline too. */
-                int from_global = (p->global_mask & (1u << k)) && !lapsed;
-                v = clamp_knob(p, k, from_global ? c.global_knobs[k] : c.knobs[s * ARQ_MAX_KNOBS + k]);
-            }
-            tc.knob[s][k] = v;
-        }
+        tc.cum[s] = w_u32(w, W_CUM, s);
+        tc.variant[s] = w_u32(w, W_VAR, s);
+        size_t row = W_ROWS + s * ARQ_MAX_KNOBS;
+        for (unsigned k = 0; k < p->n_knobs; k++)
+            tc.knob[s][k] = clamp_knob(p, k, w_f64(w, (gmask >> k) & 1 ? W_GLOB + k : row + k));
     }
-    ack_generation(p, c.generation);
 }
+#pragma GCC diagnostic pop
 
 static inline int tcache_fresh(arq_plane *p, uint32_t *lapsed_out) {
     uint64_t seq = ARQ_LOAD_ACQ(&p->snap->seq);
@@ -453,7 +489,7 @@ ARQ_API int arq_read(arq_plane *p, uint64_t key, arq_view *out) {
     if (__builtin_expect(!tcache_fresh(p, &lapsed), 0)) tcache_refresh(p, lapsed);
     uint32_t slot = 0;
     if (tc.n_slots > 1) {
-        uint32_t h = (uint32_t)(mix64(key ^ tc.salt) >> 32);
+        uint32_t h = slot_hash(key, tc.salt);
         while (slot + 1 < tc.n_slots && h >= tc.cum[slot]) slot++;
     }
     fill_view(out, slot);
@@ -523,7 +559,8 @@ ARQ_API void arq_tick(arq_plane *p) {
         p->lease_state = state;
         ARQ_STORE_REL(&p->ctl->lease_state, state);
     }
-    /* Ack what any reader will now see, even with no traffic. */
+    /* Ack what every reader will now see. Readers do not ack themselves: a store to a line
+     * the daemon polls would cost the refresh a cross-core miss. Ack latency <= tick_us. */
     uint64_t gen;
     arq_snapshot_read_words(p->snap, &gen, 1);
     ack_generation(p, gen);
