@@ -5,8 +5,9 @@ It stands in for the data plane + runtime: given the published snapshot it produ
 function. Pure given its seed (numpy Generator owned by the instance).
 
 Noise model (per slot, per cycle): value = truth x (1 + drift(t)) x (1 + ar + white / sqrt(n))
-where `ar` is an AR(1) process (phi, stationary sd `ar_sd`) private to the slot, `drift` is a
-slow load curve shared by all slots, and `white` is per-record noise averaged over n records.
+where `ar` is an AR(1) process (phi, stationary sd `ar_sd`) private to the slot plus one
+shared by all slots (`shared_ar_sd`: host-level noise), `drift` is a slow load curve shared
+by all slots, and `white` is per-record noise averaged over n records.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class TelemetrySim:
     def __init__(self, truth: Callable[[SlotSpec, int, int], Optional[dict]], *, seed: int = 0,
                  period_ns: int = 10_000_000, records_per_cycle: int = 200, phi: float = 0.9,
                  ar_sd: float = 0.0, white_sd: float = 0.0, drift: Optional[Callable[[int], float]] = None,
-                 ack_lag: int = 0):
+                 ack_lag: int = 0, shared_ar_sd: float = 0.0):
         self.truth = truth
         self.rng = np.random.default_rng(seed)
         self.period_ns = period_ns
@@ -50,6 +51,8 @@ class TelemetrySim:
         self.drift = drift
         self.ack_lag = ack_lag
         self.ar = [0.0] * 8
+        self.shared_innov = shared_ar_sd * math.sqrt(1 - phi * phi)
+        self.shared = 0.0
         self._gen_seen: dict[int, int] = {}
 
     def cycle(self, now_ns: int, snap: SnapshotSpec, *, lease_ok: bool = True, ack: bool = True,
@@ -57,6 +60,7 @@ class TelemetrySim:
         gen = snap.generation if generation is None else generation
         slots = []
         d = self.drift(now_ns) if self.drift else 0.0
+        self.shared = self.phi * self.shared + self.shared_innov * float(self.rng.standard_normal())
         for i, sl in enumerate(snap.slots):
             self.ar[i] = self.phi * self.ar[i] + self.innov * float(self.rng.standard_normal())
             n = int(round(self.records * sl.weight))
@@ -66,7 +70,7 @@ class TelemetrySim:
             if tr is None:
                 continue
             w = self.white_sd * float(self.rng.standard_normal()) / math.sqrt(n)
-            f = {k: stats(v * (1 + d) * (1 + self.ar[i] + w), n) for k, v in tr.items()}
+            f = {k: stats(v * (1 + d) * (1 + self.shared + self.ar[i] + w), n) for k, v in tr.items()}
             slots.append(SlotTelemetry(i, gen, n, self.period_ns, f))
         seen = self._gen_seen.setdefault(snap.generation, 0)
         self._gen_seen[snap.generation] = seen + 1
