@@ -35,14 +35,12 @@ def check_drift_options(cfg, where: str) -> None:
 
 @register()
 class ArmStats(Saveable):
-    """Per-arm weighted count n, reward sum s, sum of squares ss, feasible count fz (all float64)."""
+    """Per-arm weighted count n, reward sum s, sum of squares ss, feasible count fz and count of
+    feasibility verdicts fn, all float64 rows of one (5, n_arms) array so that discounting is one
+    multiply."""
 
     def __init__(self, n_arms: int, discount: float, window: int):
-        self.n = np.zeros(n_arms)
-        self.s = np.zeros(n_arms)
-        self.ss = np.zeros(n_arms)
-        self.fz = np.zeros(n_arms)  # feasible observations (SLA met)
-        self.fn = np.zeros(n_arms)  # observations with a feasibility verdict
+        self.data = np.zeros((5, n_arms))
         self.discount = float(discount)
         self.window = int(window)
         if self.window:
@@ -51,42 +49,45 @@ class ArmStats(Saveable):
             self.w_f = np.full(self.window, -1.0)  # -1: no verdict
             self.w_pos = 0
 
+    # Row views (properties, so save/load never has to preserve aliasing).
+    n = property(lambda self: self.data[0])
+    s = property(lambda self: self.data[1])
+    ss = property(lambda self: self.data[2])
+    fz = property(lambda self: self.data[3])
+    fn = property(lambda self: self.data[4])
+
     def add(self, arm: int, r: float, feasible: bool | None) -> None:
         f = -1.0 if feasible is None else float(bool(feasible))
+        d = self.data
         if self.discount < 1.0:
-            g = self.discount
-            self.n *= g
-            self.s *= g
-            self.ss *= g
-            self.fz *= g
-            self.fn *= g
+            d *= self.discount
         elif self.window:
             p = self.w_pos
             old = int(self.w_arm[p])
             if old >= 0:
-                ro, fo = self.w_r[p], self.w_f[p]
-                self.n[old] -= 1.0
-                self.s[old] -= ro
-                self.ss[old] -= ro * ro
+                ro, fo = float(self.w_r[p]), float(self.w_f[p])
+                d[0, old] -= 1.0
+                d[1, old] -= ro
+                d[2, old] -= ro * ro
                 if fo >= 0:
-                    self.fn[old] -= 1.0
-                    self.fz[old] -= fo
+                    d[3, old] -= fo
+                    d[4, old] -= 1.0
             self.w_arm[p], self.w_r[p], self.w_f[p] = arm, r, f
             self.w_pos = (p + 1) % self.window
-        self.n[arm] += 1.0
-        self.s[arm] += r
-        self.ss[arm] += r * r
+        d[0, arm] += 1.0
+        d[1, arm] += r
+        d[2, arm] += r * r
         if f >= 0:
-            self.fn[arm] += 1.0
-            self.fz[arm] += f
+            d[3, arm] += f
+            d[4, arm] += 1.0
 
     def reset_arm(self, arm: int) -> None:
-        self.n[arm] = self.s[arm] = self.ss[arm] = self.fz[arm] = self.fn[arm] = 0.0
+        self.data[:, arm] = 0.0
         if self.window:
             self.w_arm[self.w_arm == arm] = -1
 
     def total(self) -> float:
-        return float(self.n.sum())
+        return float(self.data[0].sum())
 
 
 class Bandit(Budgeted, Saveable):

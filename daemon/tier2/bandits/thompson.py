@@ -27,8 +27,14 @@ class BetaThompson(Bandit):
 
     def _select(self, _x) -> int:
         st, cfg = self.stats, self.cfg
-        theta = self.rng.beta(cfg.prior_alpha + st.s, cfg.prior_beta + (st.n - st.s))
-        return int(np.argmax(theta))
+        k = self.n_arms
+        ab = np.empty(2 * k)
+        np.add(cfg.prior_alpha, st.s, out=ab[:k])
+        np.subtract(st.n, st.s, out=ab[k:])
+        ab[k:] += cfg.prior_beta
+        # Beta(a, b) = Ga / (Ga + Gb): one gamma call for both halves costs less than Generator.beta.
+        g = self.rng.standard_gamma(ab)
+        return int(np.argmax(g[:k] / (g[:k] + g[k:])))
 
     def _update(self, arm, r, x, feasible) -> None:
         if not (0.0 <= r <= 1.0):

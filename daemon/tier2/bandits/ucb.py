@@ -37,7 +37,7 @@ class UCB1(Bandit):
 @register_struct
 class KLUCBConfig(BanditOptions):
     c: float = 0.0  # the c log log N term of KL-UCB (0 is the usual practical choice)
-    iterations: int = 20  # bisection steps (precision 2^-iterations)
+    newton_steps: int = 12  # at most; stops earlier once converged
 
 
 @register("klucb")
@@ -47,6 +47,8 @@ class KLUCB(Bandit):
 
     def __init__(self, n_arms, seed, clock=None, **options):
         cfg = parse_bandit_options(KLUCBConfig, options, "klucb")
+        if cfg.newton_steps < 1:
+            raise ValueError(f"klucb.newton_steps: expected >= 1, got {cfg.newton_steps}")
         self._init_bandit(n_arms, seed, cfg, clock)
 
     def _select(self, _x) -> int:
@@ -55,18 +57,36 @@ class KLUCB(Bandit):
         if n.min() < 1e-9:
             return int(np.argmin(n))
         total = max(float(n.sum()), 2.0)
-        budget = (math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))) / n
-        p = np.clip(st.s / n, 1e-12, 1 - 1e-12)
-        lo, hi = p.copy(), np.ones_like(p)
-        lp, l1p = np.log(p), np.log1p(-p)
-        for _ in range(self.cfg.iterations):
-            q = 0.5 * (lo + hi)
-            qc = np.clip(q, 1e-12, 1 - 1e-12)
-            kl = p * (lp - np.log(qc)) + (1 - p) * (l1p - np.log1p(-qc))
-            ok = kl <= budget
-            lo = np.where(ok, q, lo)
-            hi = np.where(ok, hi, q)
-        return int(np.argmax(lo))
+        log_t = math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))
+        p_all = (st.s / n).tolist()
+        budgets = (log_t / n).tolist()
+        # Pinsker: kl(p, q) >= 2 (q - p)^2, so p + sqrt(budget / 2) bounds the index from above. Visit
+        # arms by that bound and skip those that cannot beat the best index already found: in the
+        # exploitation phase most arms are skipped.
+        upper = [min(p + math.sqrt(bu / 2.0), 1.0 - 1e-9) for p, bu in zip(p_all, budgets)]
+        order = sorted(range(self.n_arms), key=lambda a: -upper[a])
+        best_a, best_q = order[0], -1.0
+        for a in order:
+            if upper[a] <= best_q:
+                break
+            q = self._index(min(max(p_all[a], 1e-9), 1 - 1e-9), budgets[a], upper[a])
+            if q > best_q:
+                best_a, best_q = a, q
+        return best_a
+
+    def _index(self, p: float, budget: float, q: float) -> float:
+        """Largest q with kl(p, q) <= budget, by Newton from above (convex increasing in q >= p: every
+        iterate stays above the root, so stopping early errs on the optimistic side)."""
+        neg_h = p * math.log(p) + (1 - p) * math.log1p(-p)
+        for _ in range(self.cfg.newton_steps):
+            kl = neg_h - p * math.log(q) - (1 - p) * math.log1p(-q)
+            if kl <= budget + 1e-12:
+                break
+            step = (kl - budget) * q * (1 - q) / (q - p)
+            q = max(q - step, p)
+            if step < 1e-9:
+                break
+        return q
 
     def _update(self, arm, r, x, feasible) -> None:
         if not (0.0 <= r <= 1.0):

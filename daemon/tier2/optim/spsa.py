@@ -22,7 +22,7 @@ class SPSAConfig(msgspec.Struct, forbid_unknown_fields=True):
     c: float = 0.05  # perturbation size at k = 0
     alpha: float = 0.602
     gamma: float = 0.101
-    initial_step: float = 0.05  # calibration target: size of the first steps per coordinate
+    initial_step: float = 0.02  # calibration target: size of the first steps per coordinate
     calibration_rounds: int = 4  # gradient estimates averaged to calibrate a
     max_step: float = 0.1  # per-coordinate step clip per round
     tracking: bool = False  # constant gains from the start (non-stationary objective)
