@@ -121,3 +121,14 @@ def test_check_against_bounds_may_only_narrow():
     assert any("knobs.noise.max: 0.9 is above the declared hard maximum 0.5" in m for m in msgs)
     # the declared initial (0.1) would sit outside the narrowed [0.2, 0.4]
     assert any("knobs.decay: the declared initial value 0.1 lies outside" in m for m in msgs)
+
+
+def test_validate_file_collects_load_and_declaration_problems():
+    from daemon.tier1.config import validate_file
+    assert validate_file(ROOT / "guardrails.yaml", DEMO_DECL) == []
+    assert validate_file(ROOT / "guardrails.yaml") == []
+    msgs = validate_file(CORPUS / "bad_port.yaml")
+    assert len(msgs) == 1 and "metrics.address" in msgs[0]
+    other = Declaration(knobs=(KnobDecl("decay", 0.0, 1.0, 0.1),), fields=(FieldDecl("latency_us"),))
+    msgs = validate_file(ROOT / "guardrails.yaml", other)
+    assert any(m.startswith("knobs.diffusion: the data plane declares no knob") for m in msgs)

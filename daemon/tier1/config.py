@@ -574,6 +574,16 @@ def load_guardrails(path_or_text: Union[str, Path]) -> Guardrails:
     return g
 
 
+def validate_file(path_or_text: Union[str, Path], decl: Optional[Declaration] = None) -> list[str]:
+    """Every problem of a guardrails file, and against `decl` when given (for `arqond config
+    check` and systemd's ExecStartPre). Empty list: the file is good."""
+    try:
+        g = load_guardrails(path_or_text)
+    except ConfigError as ex:
+        return list(ex.errors)
+    return check_against(g, decl) if decl is not None else []
+
+
 # --------------------------------------------------------------------------- vs the data plane
 
 def check_against(g: Guardrails, decl: Declaration) -> list[str]:

@@ -569,8 +569,6 @@ class Executor:
                                       f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
                     win = [h.direction for h in hist if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
                     flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
-                    if win and win[0] != direction and len(win) == 1:
-                        flips = 0
                     if flips + 1 > at.max_flips:
                         thrash[name] = now + int(at.cooldown_s * NS)
                         raise _Reject("anti_thrashing", flips + 1, at.max_flips,
