@@ -1,7 +1,7 @@
 /* common.h: what the two demo data planes (universe, serve) share.
  *
  *   - command line: --name --scenario --seed --duration --time-scale --fixed --json
- *                   --status-every --phase --unpaced --rate-scale
+ *                   --status-every --phase --unpaced --rate-scale --capacity
  *   - a monotonic clock and absolute sleeps (pacing never accumulates drift)
  *   - a seeded generator (splitmix64): every random draw of a run comes from --seed
  *   - the scenario timeline: named phases of fixed (scaled) length
@@ -96,7 +96,8 @@ typedef struct {
     double status_every;      /* > 0: one JSON status line per this many seconds */
     int hold_phase;           /* >= 0: hold this phase's conditions for the whole run */
     int unpaced;              /* universe: run steps back to back on a virtual clock (sweeps) */
-    double rate_scale;        /* serve: multiply every offered rate (other machines) */
+    double rate_scale;        /* serve: multiply every offered rate */
+    double capacity;          /* serve: > 0 pins the fp32 capacity (req/s) instead of measuring it */
 } app_opts;
 
 static void die_usage(const char *prog, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -108,7 +109,7 @@ static void die_usage(const char *prog, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "\nusage: %s --name NAME [--scenario demo|short] [--seed S] [--time-scale X] [--duration S]\n"
                     "          [--fixed k=v,...[,variant=NAME]] [--json] [--status-every S] [--phase N]\n"
-                    "          [--unpaced] [--rate-scale X]\n", prog);
+                    "          [--unpaced] [--rate-scale X] [--capacity RPS]\n", prog);
     exit(2);
 }
 
@@ -140,6 +141,7 @@ static void parse_opts(int argc, char **argv, app_opts *o) {
         else if (!strcmp(a, "--phase")) { NEED(); o->hold_phase = (int)parse_num(prog, a, v); }
         else if (!strcmp(a, "--unpaced")) o->unpaced = 1;
         else if (!strcmp(a, "--rate-scale")) { NEED(); o->rate_scale = parse_num(prog, a, v); }
+        else if (!strcmp(a, "--capacity")) { NEED(); o->capacity = parse_num(prog, a, v); }
         else die_usage(prog, "unknown option '%s'", a);
 #undef NEED
     }
@@ -239,8 +241,12 @@ static inline int timeline_phase(const timeline *tl, double t, double *frac) {
 
 #define MAX_FIELDS ARQ_MAX_FIELDS
 
+/* A group keeps at most RESERVOIR_CAP records (uniform reservoir sample, Algorithm R, with
+ * its own fixed-seed generator so a run's summary is reproducible from its telemetry): long
+ * high-rate runs stay bounded in memory; count, and so every mean's weight, stays exact. */
+#define RESERVOIR_CAP 65536
 typedef struct { double *v; size_t n, cap; } series;
-typedef struct { size_t count; series f[MAX_FIELDS]; } group_acc;
+typedef struct { size_t count; uint64_t rs; series f[MAX_FIELDS]; } group_acc;
 
 static inline void series_push(series *s, double x) {
     if (s->n == s->cap) {
@@ -254,7 +260,14 @@ static inline void series_push(series *s, double x) {
 }
 static inline void group_add(group_acc *g, const double *fields, unsigned nf) {
     g->count++;
-    for (unsigned i = 0; i < nf; i++) series_push(&g->f[i], fields[i]);
+    if (g->count <= RESERVOIR_CAP) {
+        for (unsigned i = 0; i < nf; i++) series_push(&g->f[i], fields[i]);
+        return;
+    }
+    uint64_t j = splitmix64(&g->rs) % g->count;   /* keep with probability cap / count */
+    if (j < RESERVOIR_CAP)
+        for (unsigned i = 0; i < nf; i++)
+            if (j < g->f[i].n) g->f[i].v[j] = fields[i];
 }
 static inline void group_reset(group_acc *g, unsigned nf) {
     g->count = 0;
@@ -297,7 +310,7 @@ static void json_series(FILE *f, series *s) {
     fputc('}', f);
 }
 
-/* {"count": n, "fields": {"<name>": {...}, ...}} */
+/* {"count": n, "fields": {"<name>": {...}, ...}}; over the reservoir when count > RESERVOIR_CAP. */
 static void json_group(FILE *f, group_acc *g, const arq_field_decl *fields, unsigned nf) {
     fprintf(f, "{\"count\": %zu, \"fields\": {", g->count);
     for (unsigned i = 0; i < nf; i++) {
