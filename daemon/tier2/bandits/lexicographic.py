@@ -56,7 +56,9 @@ class Lexicographic(Bandit):
     def _select(self, _x) -> int:
         cfg, st = self.cfg, self.stats
         a, b = self.feasibility()
-        draw = self.rng.beta(a, b)
+        k = self.n_arms
+        g = self.rng.standard_gamma(np.concatenate((a, b)))  # Beta(a, b) = Ga / (Ga + Gb), one call
+        draw = g[:k] / (g[:k] + g[k:])
         eligible = draw >= cfg.feasible_rate
         if cfg.min_feasible_prob > 0.0:
             eligible &= self.feasible_prob() >= cfg.min_feasible_prob

@@ -40,57 +40,56 @@ class _LinearArms(Bandit):
             raise ValueError(f"{self.kind}.ridge: expected > 0, got {cfg.ridge}")
         self._init_bandit(n_arms, seed, cfg, clock, stats=False)
         self.dim = d = cfg.dim
-        eye = np.eye(d)
-        self.A = np.repeat((cfg.ridge * eye)[None], self.n_arms, axis=0)
-        self.Ainv = np.repeat((eye / cfg.ridge)[None], self.n_arms, axis=0)
+        # A_a = ridge I + M_a with M_a = U_a diag(m_a) U_a' (the discounted data part). Discounting every
+        # arm is then m *= gamma and c *= gamma (c_a = U_a' b_a): no per-step inverse of every arm; only
+        # the played arm is re-diagonalised (one d x d eigh).
+        self.U = np.repeat(np.eye(d)[None], self.n_arms, axis=0)
+        self.m = np.zeros((self.n_arms, d))
         self.b = np.zeros((self.n_arms, d))
-        self.theta = np.zeros((self.n_arms, d))
+        self.c = np.zeros((self.n_arms, d))
         self.plays = np.zeros(self.n_arms)
 
     def _signal(self, arm, r, x) -> float:
-        return r - float(self.theta[arm] @ x)
+        return r - float(self.predict_arm(arm, x))
+
+    def predict_arm(self, arm: int, x) -> float:
+        z = self.U[arm].T @ x
+        return float((z * self.c[arm]) @ (1.0 / (self.cfg.ridge + self.m[arm])))
 
     def _update(self, arm, r, x, feasible) -> None:
-        cfg = self.cfg
-        g = cfg.discount
+        g = self.cfg.discount
         if g < 1.0:
-            lam_eye = cfg.ridge * np.eye(self.dim)
-            self.A -= lam_eye
-            self.A *= g
-            self.A += lam_eye
+            self.m *= g
+            self.c *= g
             self.b *= g
-            self.A[arm] += np.outer(x, x)
-            self.b[arm] += r * x
-            self.Ainv = np.linalg.inv(self.A)
-            self.theta = np.einsum("kij,kj->ki", self.Ainv, self.b)
-        else:
-            # Sherman-Morrison: only the played arm changes.
-            Ai = self.Ainv[arm]
-            u = Ai @ x
-            Ai -= np.outer(u, u) / (1.0 + float(x @ u))
-            self.A[arm] += np.outer(x, x)
-            self.b[arm] += r * x
-            self.theta[arm] = Ai @ self.b[arm]
+        U = self.U[arm]
+        M = (U * self.m[arm]) @ U.T
+        M += x[:, None] * x
+        ev, U = np.linalg.eigh(M)
+        self.m[arm] = np.maximum(ev, 0.0)
+        self.U[arm] = U
+        self.b[arm] += r * x
+        self.c[arm] = U.T @ self.b[arm]
         self.plays[arm] += 1
 
     def _reset_arm(self, arm) -> None:
-        r = self.cfg.ridge
-        self.A[arm] = r * np.eye(self.dim)
-        self.Ainv[arm] = np.eye(self.dim) / r
+        self.U[arm] = np.eye(self.dim)
+        self.m[arm] = 0.0
         self.b[arm] = 0.0
-        self.theta[arm] = 0.0
+        self.c[arm] = 0.0
 
     def _mean_sd(self, x):
-        mu = self.theta @ x
-        var = (self.Ainv @ x) @ x
-        return mu, np.sqrt(np.maximum(var, 0.0))
+        z = x @ self.U  # (n_arms, d): U_a' x for every arm
+        w = 1.0 / (self.cfg.ridge + self.m)
+        zw = z * w
+        return (zw * self.c).sum(1), np.sqrt((zw * z).sum(1))
 
     def means(self) -> np.ndarray:
         raise TypeError(f"{self.kind}: means depend on the context; use predict(context)")
 
     def predict(self, context) -> np.ndarray:
         """(n_arms,) predicted reward for this context."""
-        return self.theta @ self._context(context)
+        return self._mean_sd(self._context(context))[0]
 
 
 @register("linucb")

@@ -50,6 +50,10 @@ class KLUCB(Bandit):
         if cfg.newton_steps < 1:
             raise ValueError(f"klucb.newton_steps: expected >= 1, got {cfg.newton_steps}")
         self._init_bandit(n_arms, seed, cfg, clock)
+        # Last index per arm and the (p, budget) it solved: warm starts for the next select().
+        self.q_cache = [-1.0] * self.n_arms
+        self.p_cache = [0.0] * self.n_arms
+        self.b_cache = [0.0] * self.n_arms
 
     def _select(self, _x) -> int:
         st = self.stats
@@ -60,16 +64,22 @@ class KLUCB(Bandit):
         log_t = math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))
         p_all = (st.s / n).tolist()
         budgets = (log_t / n).tolist()
-        # Pinsker: kl(p, q) >= 2 (q - p)^2, so p + sqrt(budget / 2) bounds the index from above. Visit
-        # arms by that bound and skip those that cannot beat the best index already found: in the
-        # exploitation phase most arms are skipped.
-        upper = [min(p + math.sqrt(bu / 2.0), 1.0 - 1e-9) for p, bu in zip(p_all, budgets)]
-        order = sorted(range(self.n_arms), key=lambda a: -upper[a])
-        best_a, best_q = order[0], -1.0
-        for a in order:
-            if upper[a] <= best_q:
-                break
-            q = self._index(min(max(p_all[a], 1e-9), 1 - 1e-9), budgets[a], upper[a])
+        qs, ps, bs = self.q_cache, self.p_cache, self.b_cache
+        best_a, best_q = 0, -1.0
+        for a in range(self.n_arms):
+            p = min(max(p_all[a], 1e-9), 1 - 1e-9)
+            beta = budgets[a]
+            pinsker = min(p + math.sqrt(beta / 2.0), 1.0 - 1e-9)  # kl(p, q) >= 2 (q - p)^2
+            q0 = pinsker
+            qc = qs[a]
+            if qc > p and abs(p - ps[a]) < 1e-12:
+                # q(beta) is concave, so its tangent at the cached solution bounds it from above: a
+                # Newton start that is already within O(dbeta^2) of the root (usually 0-1 steps).
+                q0 = min(qc + (beta - bs[a]) * qc * (1 - qc) / (qc - p), pinsker)
+                if q0 <= p:
+                    q0 = pinsker
+            q = self._index(p, beta, q0)
+            qs[a], ps[a], bs[a] = q, p, beta
             if q > best_q:
                 best_a, best_q = a, q
         return best_a
@@ -84,7 +94,7 @@ class KLUCB(Bandit):
                 break
             step = (kl - budget) * q * (1 - q) / (q - p)
             q = max(q - step, p)
-            if step < 1e-9:
+            if step < 1e-10:
                 break
         return q
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..change import make_detector
 from ..core import Now, NoChange, register, register_struct
-from .base import BoxOptimizer, parse_options
+from .base import BoxOptimizer, clip_, parse_options
 
 
 @register_struct
@@ -120,10 +120,11 @@ class CMAES(BoxOptimizer):
     def _tell(self, f: np.ndarray) -> None:
         cfg = self.cfg
         d = self.d
-        idx = np.argsort(f, kind="stable")[: self.mu]
+        order = np.argsort(f, kind="stable")
+        idx = order[: self.mu]
         ysel = self.y[idx]
         yw = self.weights @ ysel
-        self.m = np.clip(self.m + self.sigma * yw, 0.0, 1.0)
+        self.m = clip_(self.m + self.sigma * yw, 0.0, 1.0)
         self.best_z = self.m.copy()
         self.gen += 1
         # C^{-1/2} yw through the current eigenbasis.
@@ -135,12 +136,13 @@ class CMAES(BoxOptimizer):
         self.pc = (1 - cc) * self.pc + (math.sqrt(cc * (2 - cc) * self.mueff) if hsig else 0.0) * yw
         ywt = ysel.T * self.weights
         self.C *= 1 - c1 - cmu + (0.0 if hsig else c1 * cc * (2 - cc))
-        self.C += c1 * np.outer(self.pc, self.pc) + cmu * (ywt @ ysel)
+        self.C += (c1 * self.pc)[:, None] * self.pc
+        self.C += cmu * (ywt @ ysel)
         self.sigma *= math.exp((cs / self.damps) * (nps / self.chi_n - 1))
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
         if not self._defer_eigen and self.gen - self.eigen_gen >= cfg.eigen_every:
             self._eigen()
-        changed = self.detector is not None and self.detector.update(float(np.median(f)))
+        changed = self.detector is not None and self.detector.update(_sorted_median(f, order))
         stagnant = self.sigma * float(self.D.max()) < cfg.tol_x or (
             float(self.D.max() / self.D.min()) ** 2 > cfg.max_condition
         )
@@ -150,11 +152,18 @@ class CMAES(BoxOptimizer):
             self._restart(cfg.restart_sigma if cfg.restart_sigma is not None else cfg.sigma0)
 
     def _eigen(self) -> None:
-        self.C = np.triu(self.C) + np.triu(self.C, 1).T  # enforce symmetry against rounding drift
-        ev, B = np.linalg.eigh(self.C)
+        C = self.C
+        C += C.T  # enforce symmetry against rounding drift (eigh reads one triangle only)
+        C *= 0.5
+        ev, B = np.linalg.eigh(C)
         self.D = np.sqrt(np.maximum(ev, 1e-20))
         self.B = B
         self.eigen_gen = self.gen
 
     def _best(self) -> np.ndarray:
         return self.best_z.copy()
+
+
+def _sorted_median(f: np.ndarray, order: np.ndarray) -> float:
+    n = len(order)
+    return float(f[order[n // 2]]) if n % 2 else 0.5 * float(f[order[n // 2 - 1]] + f[order[n // 2]])

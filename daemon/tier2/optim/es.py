@@ -8,7 +8,7 @@ import numpy as np
 
 from ..change import make_detector
 from ..core import register, register_struct
-from .base import BoxOptimizer, parse_options
+from .base import BoxOptimizer, clip_, parse_options
 
 
 @register_struct
@@ -68,21 +68,21 @@ class AntitheticES(BoxOptimizer):
         se = self.sigma * self.eps
         np.add(self.m, se, out=z[:p])
         np.subtract(self.m, se, out=z[p:])
-        np.clip(z, 0.0, 1.0, out=z)
-        return z
+        return clip_(z, 0.0, 1.0)
 
     def _tell(self, y: np.ndarray) -> None:
         cfg = self.cfg
         p = cfg.pairs
         w = np.empty(2 * p)
-        w[np.argsort(y, kind="stable")] = self.util
+        order = np.argsort(y, kind="stable")
+        w[order] = self.util
         wp, wm = w[:p], w[p:]
         self.m += (cfg.lr * self.sigma / p) * ((wp - wm) @ self.eps)
-        np.clip(self.m, 0.0, 1.0, out=self.m)
-        sq = np.einsum("ij,ij->i", self.eps, self.eps) / self.d - 1.0
+        clip_(self.m, 0.0, 1.0)
+        sq = (self.eps * self.eps).sum(1) / self.d - 1.0
         self.sigma *= math.exp(cfg.lr_sigma * float((wp + wm) @ sq) / p)
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
-        if self.detector is not None and self.detector.update(float(np.median(y))):
+        if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):  # median
             self.changes += 1
             self.sigma = max(self.sigma, cfg.sigma0)
 

@@ -5,7 +5,7 @@ import msgspec
 import numpy as np
 
 from ..core import register, register_struct
-from .base import BoxOptimizer, parse_options
+from .base import BoxOptimizer, clip_, parse_options
 
 
 @register_struct
@@ -56,15 +56,19 @@ class PBTLite(BoxOptimizer):
     def _tell(self, y: np.ndarray) -> None:
         cfg = self.cfg
         fresh = np.isnan(self.scores)
-        self.scores = np.where(fresh, y, self.scores + cfg.score_rate * (y - self.scores))
+        if fresh.any():
+            self.scores = np.where(fresh, y, self.scores + cfg.score_rate * (y - self.scores))
+        else:
+            self.scores += cfg.score_rate * (y - self.scores)
         if (self.rounds + 1) % cfg.interval:
             return
         order = np.argsort(self.scores, kind="stable")
         top, bottom = order[: self.n_swap], order[-self.n_swap:]
         parents = top[self.rng.integers(0, self.n_swap, self.n_swap)]
-        move = np.clip(self.rng.normal(0.0, cfg.explore_sigma, (self.n_swap, self.d)),
-                       -cfg.explore_max, cfg.explore_max)
-        self.members[bottom] = np.clip(self.members[parents] + move, 0.0, 1.0)
+        move = clip_(self.rng.normal(0.0, cfg.explore_sigma, (self.n_swap, self.d)),
+                     -cfg.explore_max, cfg.explore_max)
+        move += self.members[parents]
+        self.members[bottom] = clip_(move, 0.0, 1.0)
         self.scores[bottom] = self.scores[parents]
 
     def _best(self) -> np.ndarray:
