@@ -349,3 +349,37 @@ def test_publish_is_thread_safe(tmp_path):
         assert pub.wait_delivered(10)
         assert set(fb.ids("message")) == set(out)
         assert sorted(e["metadata"]["sequence"] for e in fb.received) == list(range(1, 401))
+
+
+def test_unencodable_payload_is_dead_lettered_not_lost_silently(tmp_path):
+    with FakeBus() as fb:
+        fb.down()  # forces the spool path
+        with BusPublisher(cfg(fb.url, tmp_path)) as pub:
+            bad = pub.publish_event("audit", {"x": object()})
+            good = pub.publish_event("audit", {"x": 1})
+            assert until(lambda: pub.state.rejected_total == 1)
+            fb.up()
+            assert pub.wait_delivered(5)
+            assert fb.ids("message") == [good]
+    dead = [json.loads(x) for x in (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()]
+    assert dead[0]["error_code"] == "ENCODE_ERROR" and dead[0]["envelope"]["id"] == bad
+
+
+def test_torn_spool_line_is_kept_as_dead_letter(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = make_envelope(id="arq_1_1_abcdef", ts_ns=T0, type="message", room="prod:demo", channel="audit",
+                        payload={"k": 1}, metadata={"sequence": 1})
+    (spool / "outbox.jsonl").write_text(json.dumps(env) + "\n" + '{"id":"arq_1_2_ab')
+    with FakeBus() as fb, BusPublisher(cfg(fb.url, tmp_path)) as pub:
+        assert pub.wait_delivered(5)
+        assert fb.ids("message") == ["arq_1_1_abcdef"]
+    dead = [json.loads(x) for x in (spool / "rejected.jsonl").read_text().splitlines()]
+    assert dead[0]["reason"].startswith("torn spool line") and dead[0]["envelope"]["raw"] == '{"id":"arq_1_2_ab'
+
+
+def test_unusable_spool_dir_is_an_actionable_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OSError, match=r"bus\.spool_dir .*cannot open the spool"):
+        BusPublisher(BusConfig(spool_dir=str(f / "sub")))

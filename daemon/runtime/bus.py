@@ -207,11 +207,19 @@ class _Spool:
     dead letters with their reason, kept for an operator (never resent automatically)."""
 
     def __init__(self, directory: str, max_bytes: int):
-        os.makedirs(directory, mode=0o750, exist_ok=True)
+        self._enc = msgspec.json.Encoder()
+        # Dead letters must be writable even when the payload is what could not be encoded.
+        self._dead_enc = msgspec.json.Encoder(enc_hook=repr)
         self.outbox = os.path.join(directory, "outbox.jsonl")
         self.rejected_path = os.path.join(directory, "rejected.jsonl")
         self._max = max_bytes
-        self._f = open(self.outbox, "a+b")
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            self._f = open(self.outbox, "a+b")
+        except OSError as e:
+            raise OSError(e.errno, f"bus.spool_dir {directory!r}: cannot open the spool ({e.strerror}); "
+                                   f"fix the path or its permissions, or unset spool_dir to run "
+                                   f"without a durable spool") from None
         data = self._read_all()
         if data and not data.endswith(b"\n"):
             # Crash mid-append: keep the fragment as a dead letter, cut it from the outbox.
@@ -223,7 +231,6 @@ class _Spool:
         self._read_off = 0
         self.unread = data.count(b"\n")
         self.outstanding = 0
-        self._enc = msgspec.json.Encoder()
 
     def _read_all(self) -> bytes:
         self._f.seek(0)
@@ -233,11 +240,16 @@ class _Spool:
     def depth(self) -> int:
         return self.unread + self.outstanding
 
-    def append(self, envelopes: list[dict]) -> int:
-        """Append and fsync; returns how many fit under ``max_bytes`` (the rest are the caller's)."""
-        lines, size = [], self._size
+    def append(self, envelopes: list[dict]) -> tuple[int, list[tuple[dict, str]]]:
+        """Append and fsync. Returns (how many were written -- they fit under ``max_bytes`` --,
+        the envelopes whose payload cannot be encoded, with the reason). The caller owns the rest."""
+        lines, size, bad = [], self._size, []
         for env in envelopes:
-            ln = self._enc.encode(env) + b"\n"
+            try:
+                ln = self._enc.encode(env) + b"\n"
+            except (TypeError, msgspec.EncodeError) as e:
+                bad.append((env, f"payload cannot be encoded: {e}"))
+                continue
             if size + len(ln) > self._max:
                 break
             lines.append(ln)
@@ -249,7 +261,7 @@ class _Spool:
             os.fsync(self._f.fileno())
             self._size = size
             self.unread += len(lines)
-        return len(lines)
+        return len(lines), bad
 
     def take(self, n: int) -> list[dict]:
         out = []
@@ -281,7 +293,7 @@ class _Spool:
     def dead_letter(self, env: Mapping[str, Any], reason: str, error_code: str | None = None) -> None:
         rec = {"reason": reason, "error_code": error_code, "envelope": env}
         with open(self.rejected_path, "ab") as f:
-            f.write(self._enc.encode(rec) + b"\n")
+            f.write(self._dead_enc.encode(rec) + b"\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -556,14 +568,17 @@ class BusPublisher:
             self._spill(to_disk)
 
     def _spill(self, envs: list[dict]) -> None:
+        bad: list[tuple[dict, str]] = []
         try:
-            n = self._spool.append(envs)
+            n, bad = self._spool.append(envs)
         except OSError as e:
             n = 0
             self._set_error(f"bus spool {self._spool.outbox}: write failed: {e}", logging.ERROR)
+        for env, why in bad:
+            self._dead_letter(_Out(env, from_spool=False), why, "ENCODE_ERROR")
         self._c["spooled"] += n
-        if n < len(envs):
-            lost = len(envs) - n
+        if n + len(bad) < len(envs):
+            lost = len(envs) - n - len(bad)
             self._c["dropped_events"] += lost
             self._set_error(f"bus spool {self._spool.outbox} full ({self.cfg.spool_max_bytes} bytes) or "
                             f"unwritable: {lost} events dropped (they are still in the audit ledger)",
