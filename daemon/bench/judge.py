@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from daemon.tier1.config import load_guardrails
+from daemon.tier1.events import Rollback
 from daemon.tier1.executor import Executor
 from daemon.tier1.judge import mann_whitney_kayenta
 from daemon.tier1.model import Arm, Proposal
@@ -89,10 +90,13 @@ def _trial(g, effect: float, seed: int) -> dict:
     assert v.accepted, v.message
     start = t
     outcome = None
+    rule = ""
     while outcome is None:
         t += PERIOD_NS
         inp = sim.cycle(t, x.snapshot)
-        x.step(t, inp)
+        for e in x.step(t, inp).events:
+            if type(e) is Rollback:
+                rule = e.rule
         base[0] = x.state.baseline[0]
         if x.mstate is State.PROMOTED or (x.mstate is State.IDLE and x.state.baseline[0] == 0.55):
             outcome = "promoted"
@@ -101,7 +105,7 @@ def _trial(g, effect: float, seed: int) -> dict:
         elif t - start > 400 * NS:
             outcome = "stuck"
     weights = [w for w in g.rollout.canary_steps if w < 1.0]
-    return {"outcome": outcome, "time_s": (t - start) / NS, "kayenta": _kayenta_trial(effect, seed, weights),
+    return {"outcome": outcome, "time_s": (t - start) / NS, "rule": rule, "kayenta": _kayenta_trial(effect, seed, weights),
             "cycles": (t - start) // PERIOD_NS}
 
 
@@ -130,6 +134,8 @@ def run(quick: bool = False) -> dict:
         "detection_time_s_p50": float(np.percentile(det, 50)) if det.size else None,
         "detection_time_s_p99": float(np.percentile(det, 99)) if det.size else None,
         "healthy_promotion_time_s_p50": float(np.percentile(promo_t, 50)) if promo_t.size else None,
+        "false_rollback_rules": {k: sum(1 for r in healthy if r["outcome"] == "rolled_back" and r["rule"] == k)
+                                 for k in sorted({r["rule"] for r in healthy if r["outcome"] == "rolled_back"})},
         "kayenta_mwu98_false_rollback_rate": sum(k == "high" for k in kh) / len(kh),
         "kayenta_mwu98_power": sum(k == "high" for k in kr) / len(kr),
         "kayenta_nodata_rate": sum(k == "nodata" for k in kh + kr) / (2 * n),

@@ -512,6 +512,8 @@ class Executor:
         return arms, variants, is_global, touches
 
     def _check_quarantine(self, now: int, ai: int, vals: tuple[float, ...], var: int) -> None:
+        if not self.state.quarantine:
+            return
         x = self._norm(vals)
         for q in self.state.quarantine:
             if q.until_ns <= now or q.variant != var:
