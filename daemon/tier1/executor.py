@@ -229,7 +229,6 @@ class _Exp:
         self.looks = 0
         self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
         self.base_series = BlockSeries()
-        self.seg_means: dict[str, Optional[float]] = {}
         self.pending: Optional[dict[str, Optional[float]]] = None   # first half of a switchback pair
         self.pending_n = 0
         self.last_verdict: Optional[ev.JudgeVerdict] = None
@@ -942,8 +941,9 @@ class Executor:
         if self.exp is e and now - e.phase_start >= self.deadline_ns:
             v = e.last_verdict
             self._stop(now, "deadline", f"canary step {e.step} (weight {e.weight}): no promote verdict within "
-                       f"step_deadline_s ({sum(1 for _ in e.pairs.get('objective', ([], []))[0])} blocks, "
-                       f"{e.cand_samples} candidate records); missing data never passes",
+                       f"step_deadline_s ({len(e.pairs.get('objective', ([], []))[0])} paired blocks, "
+                       f"{e.n_blocks_missing} blocks missing data, {e.cand_samples} candidate records); "
+                       f"missing data never passes",
                        "deadline", v.decision if v else "no verdict", "promote", regression=False, quarantine=False,
                        status="insufficient_data")
 
