@@ -449,9 +449,9 @@ class LedgerWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, queue_size: int = 65536, high_water: float = 0.8,
-                 fsync: FsyncMode = "batch", batch_max: int = 4096, genesis: str = GENESIS,
+                 fsync: FsyncMode = "batch", batch_max: int = 1024, genesis: str = GENESIS,
                  first_seq: int = 1, clock: Callable[[], int] = time.time_ns,
-                 retry_initial_s: float = 0.05, retry_max_s: float = 2.0,
+                 retry_initial_s: float = 0.05, retry_max_s: float = 2.0, linger_s: float = 0.002,
                  fault_hook: Callable[[int], None] | None = None):
         if queue_size < 1:
             raise ValueError(f"LedgerWriter: queue_size must be >= 1, got {queue_size}")
@@ -467,6 +467,7 @@ class LedgerWriter:
         self._clock = clock
         self._retry = (retry_initial_s, retry_max_s)
         self._hook = fault_hook
+        self._linger = linger_s
         self._genesis, self._first_seq = genesis, first_seq
 
         self._cond = threading.Condition()
@@ -477,6 +478,7 @@ class LedgerWriter:
         self._fatal: str | None = None
         self._error: str | None = None
         self._hw = False
+        self._idle = False
         # counters (written under _cond or by the writer thread only; read as a snapshot)
         self._written = self._bytes = self._errors = self._rejected = self._hw_total = 0
         self._fsyncs = 0
@@ -501,18 +503,29 @@ class LedgerWriter:
     def submit(self, event: Any, ts_ns: int | None = None) -> bool:
         """Queue ``event`` (a msgspec Struct, normally tagged) for the ledger. Never blocks, never
         does I/O. Returns False when the queue is full or the writer is closed: the event was NOT
-        accepted and the caller must enter safe mode. ``ts_ns`` defaults to ``clock()`` now."""
+        accepted and the caller must enter safe mode. ``ts_ns`` defaults to ``clock()`` now.
+
+        Fast path without the lock: deque.append/len are atomic under the GIL and only the writer
+        removes items, so a racing writer can only make the queue look fuller, never overfull (with
+        several submitting threads the bound may be exceeded by at most threads - 1)."""
         ts = self._clock() if ts_ns is None else ts_ns
-        with self._cond:
-            depth = len(self._q) + self._inflight
-            if depth >= self._cap or self._stop:
+        q = self._q
+        depth = len(q) + self._inflight
+        if depth >= self._cap or self._stop:
+            with self._cond:
                 self._rejected += 1
-                return False
-            self._q.append((ts, event))
-            if depth + 1 >= self._hw_n and not self._hw:
-                self._hw = True
-                self._hw_total += 1
-            self._cond.notify()
+            return False
+        q.append((ts, event))
+        if depth + 1 >= self._hw_n and not self._hw:
+            with self._cond:
+                if not self._hw:
+                    self._hw = True
+                    self._hw_total += 1
+        # The writer sets _idle *before* it checks the queue, so either it sees this item or we
+        # see _idle and wake it: no lost wake-up, and no lock taken while it is busy writing.
+        if self._idle:
+            with self._cond:
+                self._cond.notify()
         return True
 
     # ---- status ---------------------------------------------------------------------------
@@ -694,10 +707,16 @@ class LedgerWriter:
         lo, hi = self._retry
         while True:
             with self._cond:
+                self._idle = True
                 while not self._q and not self._stop:
-                    self._cond.wait()
+                    self._cond.wait(1.0)
+                self._idle = False
                 if not self._q:
                     return  # stopping and drained
+                if self._linger and not self._stop and len(self._q) < self._batch_max:
+                    # Group commit: let a few more events arrive so the decision loop's thread
+                    # yields the GIL to us once per batch rather than once per event.
+                    self._cond.wait(self._linger)
                 n = min(len(self._q), self._batch_max)
                 items = [self._q.popleft() for _ in range(n)]
                 self._inflight = n
