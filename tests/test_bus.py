@@ -383,3 +383,18 @@ def test_unusable_spool_dir_is_an_actionable_error(tmp_path):
     f.write_text("x")
     with pytest.raises(OSError, match=r"bus\.spool_dir .*cannot open the spool"):
         BusPublisher(BusConfig(spool_dir=str(f / "sub")))
+
+
+def test_invalid_metadata_never_raises_in_the_caller_and_is_dead_lettered(tmp_path):
+    with FakeBus() as fb, BusPublisher(cfg(fb.url, tmp_path)) as pub:
+        bad = pub.publish_event("audit", {"k": 1}, {"sequence": 0})
+        bad_ch = pub.publish_event("Not A Channel", {"k": 2})
+        good = pub.publish_event("audit", {"k": 3})
+        assert bad and bad_ch and good
+        assert pub.wait_delivered(5)
+        assert pub.state.rejected_total == 2 and fb.ids("message") == [good]
+        assert fb.errors_sent == []  # never reached the wire
+    dead = [json.loads(x) for x in (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()]
+    assert {d["envelope"]["id"] for d in dead} == {bad, bad_ch}
+    assert all(d["error_code"] == "INVALID_ENVELOPE" for d in dead)
+    assert any("metadata.sequence" in d["reason"] for d in dead)
