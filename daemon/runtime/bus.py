@@ -390,6 +390,16 @@ class BusPublisher:
         self._last_error: str | None = None
         self._write_limit = 32 * 1024
 
+    # Counters are bumped from callers (under the lock) and from the bus thread: both use the lock
+    # so no increment is lost.
+    def _inc(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[key] += n
+
+    def _inc_drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._drop_reasons[reason] += n
+
     # ---- caller side (any thread, never blocks) -------------------------------------------
     def _meta(self, metadata: Mapping[str, Any] | None, seq: int | None) -> dict:
         md: dict[str, Any] = {"operator_tier": self.cfg.operator_tier}
@@ -579,7 +589,7 @@ class BusPublisher:
             elif len(self._pending) < mem:
                 self._pending[env["id"]] = _Out(env, from_spool=False)
             else:
-                self._c["dropped_events"] += 1
+                self._inc("dropped_events", 1)
                 self._set_error(f"bus: memory queue full ({mem}) and no spool_dir configured: event "
                                 f"{env['id']} dropped (it is still in the audit ledger)", logging.ERROR)
         if to_disk:
@@ -594,10 +604,10 @@ class BusPublisher:
             self._set_error(f"bus spool {self._spool.outbox}: write failed: {e}", logging.ERROR)
         for env, why in bad:
             self._dead_letter(_Out(env, from_spool=False), why, "ENCODE_ERROR")
-        self._c["spooled"] += n
+        self._inc("spooled", n)
         if n + len(bad) < len(envs):
             lost = len(envs) - n - len(bad)
-            self._c["dropped_events"] += lost
+            self._inc("dropped_events", lost)
             self._set_error(f"bus spool {self._spool.outbox} full ({self.cfg.spool_max_bytes} bytes) or "
                             f"unwritable: {lost} events dropped (they are still in the audit ledger)",
                             logging.ERROR)
@@ -619,7 +629,7 @@ class BusPublisher:
             self._spool.done()
 
     def _dead_letter(self, out: _Out, reason: str, code: str | None) -> None:
-        self._c["rejected"] += 1
+        self._inc("rejected", 1)
         self._set_error(f"bus rejected event {out.env['id']} (channel {out.env.get('channel')}): {reason}"
                         f"{f' [{code}]' if code else ''}; dead-lettered, not retried", logging.ERROR)
         if self._spool is not None:
@@ -681,22 +691,22 @@ class BusPublisher:
                                        max_size=1 << 20, write_limit=self._write_limit)
                 except InvalidStatus as e:
                     code = e.response.status_code
-                    self._c["connect_failures"] += 1
+                    self._inc("connect_failures", 1)
                     if code in (401, 403):
-                        self._c["auth_failures"] += 1
+                        self._inc("auth_failures", 1)
                         self._set_error(f"bus {self.cfg.url} refused the handshake: HTTP {code} (JWT "
                                         f"{'from ' + self.cfg.jwt_file if self.cfg.jwt_file else 'missing'} "
                                         f"not accepted); events are held until delivered; retrying with backoff")
                     else:
                         self._set_error(f"bus {self.cfg.url} refused the handshake: HTTP {code}; retrying")
                 except (OSError, asyncio.TimeoutError, Exception) as e:  # noqa: BLE001 - any connect failure
-                    self._c["connect_failures"] += 1
+                    self._inc("connect_failures", 1)
                     self._set_error(f"bus {self.cfg.url} unreachable: {type(e).__name__}: {e}; "
                                     f"events are held until delivered; retrying with backoff")
             if ws is None:
                 await self._sleep_or_stop(self._backoff.next())
                 continue
-            self._c["connects"] += 1
+            self._inc("connects", 1)
             self._backoff.reset()
             self._ws = ws
             self._connected = True
@@ -729,18 +739,18 @@ class BusPublisher:
             try:
                 msg = self._codec.decode(frame)
             except (msgspec.DecodeError, ValueError) as e:
-                self._c["server_errors"] += 1
+                self._inc("server_errors", 1)
                 self._set_error(f"bus sent an undecodable frame: {e}")
                 continue
             kind = msg.get("type")
             if kind == "message_response":
                 out = self._pending.get(msg.get("id"))
                 if out is not None:
-                    self._c["acked"] += 1
+                    self._inc("acked", 1)
                     self._finish(out)
                     self._work.set()
             elif kind == "error":
-                self._c["server_errors"] += 1
+                self._inc("server_errors", 1)
                 reason = msg.get("error") or "error"
                 detail = msg.get("payload")
                 if detail:
@@ -790,7 +800,7 @@ class BusPublisher:
                 out.attempts += 1
                 out.sent_at = loop.time()
                 inflight += 1
-                self._c["sent"] += 1
+                self._inc("sent", 1)
                 await self._send(ws, out.frame)
             now = loop.time()
             if now >= next_summary:
@@ -802,7 +812,7 @@ class BusPublisher:
                 if item is not None:
                     next_summary = now + period
                     if self._buffered(ws) > self._write_limit:
-                        self._drop_reasons["backpressure"] += 1
+                        self._inc_drop("backpressure", 1)
                     else:
                         ts, payload, md = item
                         try:
@@ -813,13 +823,13 @@ class BusPublisher:
                                                 metadata=self._meta(md, seq))
                             frame = self._codec.encode(env)
                         except ValueError as e:
-                            self._drop_reasons["invalid"] += 1
+                            self._inc_drop("invalid", 1)
                             self._set_error(f"bus: telemetry summary not sent: {e}")
                         except (TypeError, msgspec.EncodeError) as e:
-                            self._drop_reasons["unencodable"] += 1
+                            self._inc_drop("unencodable", 1)
                             self._set_error(f"bus: telemetry summary cannot be encoded: {e}")
                         else:
-                            self._c["summaries_sent"] += 1
+                            self._inc("summaries_sent", 1)
                             await self._send(ws, frame)
             # Sleep until new work, the next summary slot or the next ack deadline.
             now = loop.time()
