@@ -205,7 +205,7 @@ def _peer_run(kind: str, seconds: float) -> dict:
         p.start()
         got = 0
         while True:
-            item = q.get()
+            item = q.get(timeout=seconds + 10)
             if item is None:
                 break
             got += 1
@@ -278,13 +278,28 @@ def _peer_run(kind: str, seconds: float) -> dict:
                 pass
 
 
+class _PeerTimeout(Exception):
+    pass
+
+
 def _peers(seconds: float) -> dict:
+    import signal
+
+    def on_alarm(*_):
+        raise _PeerTimeout(f"no result within {seconds + 20:.0f} s")
+    old = signal.signal(signal.SIGALRM, on_alarm)
     out = {}
-    for kind, label in (("iox", "iceoryx2"), ("zmq", "pyzmq_ipc"), ("mq", "posix_ipc_mq"), ("mp", "multiprocessing_queue")):
-        try:
-            out[label] = _peer_run(kind, seconds)
-        except Exception as e:  # a missing optional peer is reported, not fatal
-            out[label] = {"error": f"{type(e).__name__}: {e}"}
+    try:
+        for kind, label in (("iox", "iceoryx2"), ("zmq", "pyzmq_ipc"), ("mq", "posix_ipc_mq"), ("mp", "multiprocessing_queue")):
+            signal.alarm(int(seconds + 20))  # a wedged peer is reported, never hangs the suite
+            try:
+                out[label] = _peer_run(kind, seconds)
+            except Exception as e:  # a missing or failing optional peer is reported, not fatal
+                out[label] = {"error": f"{type(e).__name__}: {e}"}
+            finally:
+                signal.alarm(0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
     return out
 
 
