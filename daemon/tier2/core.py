@@ -79,6 +79,30 @@ class Budgeted:
         return None
 
 
+def _make_eigh():
+    """Symmetric eigendecomposition (ascending eigenvalues, eigenvectors in columns) of a float64 matrix.
+
+    np.linalg.eigh spends about half of its time at d <= 10 in Python-level checks; the LAPACK gufunc
+    behind it is called directly when this numpy has it (same routine, same results), else the public
+    function."""
+    try:
+        from numpy.linalg import _umath_linalg
+
+        raw = _umath_linalg.eigh_lo
+        m = np.eye(2)
+        raw(m, signature="d->dd")
+
+        def eigh(a: np.ndarray):
+            return raw(a, signature="d->dd")
+
+        return eigh
+    except Exception:  # a numpy without the private gufunc: the public path is exact too
+        return np.linalg.eigh
+
+
+eigh = _make_eigh()
+
+
 # ----------------------------------------------------------------------------------------------- registry
 _BY_CLASS: dict[str, type] = {}
 _BY_KIND: dict[str, type] = {}

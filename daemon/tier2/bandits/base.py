@@ -143,7 +143,10 @@ class Bandit(Budgeted, Saveable):
 
     def _context(self, context):
         if self.contextual:
-            x = np.asarray(context, dtype=np.float64).reshape(-1) if context is not None else None
+            if type(context) is np.ndarray and context.dtype == np.float64 and context.ndim == 1:
+                x = context  # the common case, without a conversion
+            else:
+                x = np.asarray(context, dtype=np.float64).reshape(-1) if context is not None else None
             if x is None or x.shape[0] != self.dim:
                 raise ValueError(
                     f"{self.kind}: expected a context vector of length {self.dim}, got "

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..core import register, register_struct
 from .base import Bandit, BanditOptions, parse_bandit_options
+from .thompson import pooled_var
 
 
 @register_struct
@@ -54,32 +55,33 @@ class Lexicographic(Bandit):
         return 0.5 * (1.0 + _erf(zz / np.sqrt(2.0)))
 
     def _select(self, _x) -> int:
-        cfg, st = self.cfg, self.stats
-        a, b = self.feasibility()
+        cfg, d = self.cfg, self.stats.data
         k = self.n_arms
-        g = self.rng.standard_gamma(np.concatenate((a, b)))  # Beta(a, b) = Ga / (Ga + Gb), one call
+        ab = np.empty(2 * k)
+        np.add(d[3], cfg.prior_feasible, out=ab[:k])
+        np.subtract(d[4], d[3], out=ab[k:])
+        ab[k:] += cfg.prior_infeasible
+        g = self.rng.standard_gamma(ab)  # Beta(a, b) = Ga / (Ga + Gb), one call for all variants
         draw = g[:k] / (g[:k] + g[k:])
         eligible = draw >= cfg.feasible_rate
         if cfg.min_feasible_prob > 0.0:
             eligible &= self.feasible_prob() >= cfg.min_feasible_prob
         # Quality draw (always taken, so the RNG stream does not depend on eligibility).
-        s2 = cfg.noise_var if cfg.noise_var is not None else _pooled_var(st, cfg.prior_var, self.n_arms)
-        prec = 1.0 / cfg.prior_var + st.n / s2
-        qmean = (cfg.prior_mean / cfg.prior_var + st.s / s2) / prec
-        q = qmean + self.rng.standard_normal(self.n_arms) / np.sqrt(prec)
+        s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(self.stats, cfg.prior_var, k)
+        prec = d[0] * (1.0 / s2)
+        prec += 1.0 / cfg.prior_var
+        sd = 1.0 / np.sqrt(prec)
+        q = d[1] * (1.0 / s2)
+        q += cfg.prior_mean / cfg.prior_var
+        q *= sd * sd
+        q += sd * self.rng.standard_normal(k)
         if eligible.any():
-            return int(np.argmax(np.where(eligible, q, -np.inf)))
+            q[~eligible] = -np.inf
+            return int(q.argmax())
         self.fallbacks += 1
         # Most likely feasible; the draw only breaks exact ties.
-        return int(np.argmax(a / (a + b) + 1e-9 * draw))
-
-
-def _pooled_var(st, prior_var: float, k: int) -> float:
-    n = st.n.sum()
-    if n < 2 * k:
-        return prior_var
-    resid = st.ss - np.where(st.n > 0, st.s * st.s / np.where(st.n > 0, st.n, 1.0), 0.0)
-    return max(float(resid.sum()) / n, 1e-6 * prior_var)
+        a, b = ab[:k], ab[k:]
+        return int((a / (a + b) + 1e-9 * draw).argmax())
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from ..core import register, register_struct
+from ..core import eigh, register, register_struct
 from .base import Bandit, parse_bandit_options
 
 
@@ -65,7 +65,7 @@ class _LinearArms(Bandit):
         U = self.U[arm]
         M = (U * self.m[arm]) @ U.T
         M += x[:, None] * x
-        ev, U = np.linalg.eigh(M)
+        ev, U = eigh(M)
         self.m[arm] = np.maximum(ev, 0.0)
         self.U[arm] = U
         self.b[arm] += r * x

@@ -11,6 +11,7 @@ from .base import Bandit, BanditOptions, parse_bandit_options
 class ThompsonConfig(BanditOptions):
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
+    optimistic: bool = False  # optimistic Thompson: a draw below the posterior mean counts as the mean
 
 
 @register("thompson")
@@ -34,7 +35,10 @@ class BetaThompson(Bandit):
         ab[k:] += cfg.prior_beta
         # Beta(a, b) = Ga / (Ga + Gb): one gamma call for both halves costs less than Generator.beta.
         g = self.rng.standard_gamma(ab)
-        return int(np.argmax(g[:k] / (g[:k] + g[k:])))
+        theta = g[:k] / (g[:k] + g[k:])
+        if cfg.optimistic:
+            np.maximum(theta, ab[:k] / (ab[:k] + ab[k:]), out=theta)
+        return int(np.argmax(theta))
 
     def _update(self, arm, r, x, feasible) -> None:
         if not (0.0 <= r <= 1.0):
@@ -65,18 +69,29 @@ class GaussianThompson(Bandit):
     def noise_var(self) -> float:
         if self.cfg.noise_var is not None:
             return self.cfg.noise_var
-        st = self.stats
-        n = st.n.sum()
-        if n < 2 * self.n_arms:
-            return self.cfg.prior_var
-        with np.errstate(invalid="ignore", divide="ignore"):
-            resid = st.ss - np.where(st.n > 0, st.s * st.s / np.where(st.n > 0, st.n, 1.0), 0.0)
-        return max(float(resid.sum()) / n, 1e-6 * self.cfg.prior_var)
+        return pooled_var(self.stats, self.cfg.prior_var, self.n_arms)
 
     def _select(self, _x) -> int:
-        st, cfg = self.stats, self.cfg
+        cfg, d = self.cfg, self.stats.data
         s2 = self.noise_var()
-        prec = 1.0 / cfg.prior_var + st.n / s2
-        mean = (cfg.prior_mean / cfg.prior_var + st.s / s2) / prec
-        sample = mean + self.rng.standard_normal(self.n_arms) / np.sqrt(prec)
-        return int(np.argmax(sample))
+        prec = d[0] * (1.0 / s2)
+        prec += 1.0 / cfg.prior_var
+        sd = 1.0 / np.sqrt(prec)
+        # mean = (prior_mean / prior_var + s / s2) / prec; the draw is mean + sd * z.
+        mean = d[1] * (1.0 / s2)
+        mean += cfg.prior_mean / cfg.prior_var
+        mean *= sd * sd
+        mean += sd * self.rng.standard_normal(self.n_arms)
+        return int(mean.argmax())
+
+
+def pooled_var(st, prior_var: float, k: int) -> float:
+    """Reward noise variance pooled over arms (weighted residual sum of squares / weight), floored;
+    the prior variance until there are two observations per arm."""
+    d = st.data
+    n = float(d[0].sum())
+    if n < 2 * k:
+        return prior_var
+    # s^2 / max(n, tiny): an arm without data has s = 0, so its term is 0 without a divide warning.
+    resid = float(d[2].sum()) - float((d[1] * d[1] / np.maximum(d[0], 1e-300)).sum())
+    return max(resid / n, 1e-6 * prior_var)

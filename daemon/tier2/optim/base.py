@@ -54,6 +54,7 @@ class BoxOptimizer(Budgeted, Saveable):
 
     def _init_box(self, bounds, seed, x0, clock) -> None:
         self.lo, self.span = parse_bounds(bounds)
+        self.hi = self.lo + self.span
         self.d = int(self.lo.size)
         self.rng = rng_from_seed(seed)
         self.clock = clock
@@ -72,8 +73,8 @@ class BoxOptimizer(Budgeted, Saveable):
     def to_user(self, z: np.ndarray) -> np.ndarray:
         x = z * self.span
         x += self.lo
-        # The clip guards the last ulp: lo + 1.0 * span can round above hi.
-        return clip_(x, self.lo, self.lo + self.span)
+        # lo + (z >= 0) * span never rounds below lo; lo + 1.0 * span can round one ulp above hi.
+        return np.minimum(x, self.hi, out=x)
 
     def to_unit(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float64) - self.lo) / self.span
@@ -95,7 +96,9 @@ class BoxOptimizer(Budgeted, Saveable):
         was not measured (e.g. Tier 1 rejected it): the round is discarded like reject()."""
         if self.pending is None:
             raise RuntimeError(f"{type(self).__name__}.tell: no pending round; call ask() first")
-        yv = np.asarray(y, dtype=np.float64).reshape(-1)
+        yv = np.asarray(y, dtype=np.float64)
+        if yv.ndim != 1:
+            yv = yv.reshape(-1)
         if yv.shape[0] != self.pending.shape[0]:
             raise ValueError(
                 f"{type(self).__name__}.tell: expected {self.pending.shape[0]} values (one per asked "

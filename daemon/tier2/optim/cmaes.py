@@ -7,7 +7,7 @@ import msgspec
 import numpy as np
 
 from ..change import make_detector
-from ..core import Now, NoChange, register, register_struct
+from ..core import Now, NoChange, eigh, register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
 
@@ -155,7 +155,7 @@ class CMAES(BoxOptimizer):
         C = self.C
         C += C.T  # enforce symmetry against rounding drift (eigh reads one triangle only)
         C *= 0.5
-        ev, B = np.linalg.eigh(C)
+        ev, B = eigh(C)
         self.D = np.sqrt(np.maximum(ev, 1e-20))
         self.B = B
         self.eigen_gen = self.gen

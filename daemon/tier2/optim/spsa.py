@@ -93,9 +93,10 @@ class SPSA(BoxOptimizer):
         self.delta = self.rng.random(self.d) < 0.5
         self.delta = self.delta * 2.0 - 1.0
         base = clip_(self.theta.copy(), ck, 1.0 - ck)
+        cd = ck * self.delta
         z = np.empty((2, self.d))
-        np.add(base, ck * self.delta, out=z[0])
-        np.subtract(base, ck * self.delta, out=z[1])
+        np.add(base, cd, out=z[0])
+        np.subtract(base, cd, out=z[1])
         return z
 
     def _tell(self, y: np.ndarray) -> None:
