@@ -223,3 +223,32 @@ def test_ask_is_idempotent_until_tell():
         opt.tell([1.0, 2.0])
     with pytest.raises(RuntimeError, match="no pending round"):
         make_optimizer("spsa", [[0, 1]], seed=1).tell([1.0, 2.0])
+
+
+def test_es_sigma_decays_when_stationary_and_is_floored():
+    opt = make_optimizer("es", np.tile([-5.0, 5.0], (D, 1)), seed=1, sigma0=0.1, sigma_min=0.02, detector=None)
+    rng = np.random.default_rng(1)
+    run(opt, np.zeros(D), 3000, 0.01, rng)  # the optimum is the start point: nothing to track
+    assert opt.sigma == pytest.approx(0.02)
+
+
+def test_es_sigma_restored_on_detected_change():
+    opt = make_optimizer("es", np.tile([-5.0, 5.0], (D, 1)), seed=1, sigma0=0.1, sigma_min=0.01)
+    rng = np.random.default_rng(2)
+    run(opt, np.zeros(D), 2000, 0.1, rng)
+    assert opt.sigma < 0.05
+    run(opt, np.full(D, 3.0), 2400, 0.1, rng)  # the optimum jumps (run() counts evaluations in total)
+    assert opt.changes >= 1
+
+
+def test_pbt_explore_moves_are_bounded():
+    opt = make_optimizer("pbt", np.tile([0.0, 1.0], (D, 1)), seed=3, interval=1, explore_sigma=1.0,
+                         explore_max=0.05)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        before = opt.members.copy()
+        X = opt.ask()
+        opt.tell(rng.random(len(X)))
+        # each new member is a copy of some old member moved by at most explore_max per coordinate
+        for m in opt.members:
+            assert np.min(np.max(np.abs(before - m), axis=1)) <= 0.05 + 1e-12
