@@ -128,6 +128,149 @@ def audit_show(path: Path, seq: int):
         raise typer.Exit(1)
 
 
+@app.command()
+def run(config: Path = typer.Option(Path("guardrails.yaml"), "--config", "-c", help="guardrails file"),
+        audit_path: Optional[str] = typer.Option(None, help="override audit.path"),
+        metrics_address: Optional[str] = typer.Option(None, help="override metrics.address (host:port)"),
+        control_socket: Optional[str] = typer.Option(None, help="control socket path"),
+        no_tuning: bool = typer.Option(False, "--no-tuning", help="Tier 1 only: guard and hold the baseline"),
+        log_level: str = typer.Option("info")):
+    """Run the daemon for the guardrails file's target (what systemd's arqond@.service starts)."""
+    import logging
+    from daemon.runtime.loop import run_daemon
+    from daemon.tier1.config import ConfigError
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s arqond %(levelname)s %(message)s")
+    try:
+        run_daemon(str(config), audit_path=audit_path, metrics_address=metrics_address,
+                   control_path=control_socket, tuning=False if no_tuning else None)
+    except ConfigError as e:
+        for m in e.errors:
+            typer.echo(m, err=True)
+        typer.echo("arqond: not started (fix the file above)", err=True)
+        raise typer.Exit(1)
+
+
+def _control(target: str, cmd: str, socket: Optional[str], timeout: float = 5.0):
+    from daemon.runtime.control import ControlError, DaemonNotRunning, call, call_target
+    try:
+        return call(socket, cmd, timeout=timeout) if socket else call_target(target, cmd, timeout=timeout)
+    except DaemonNotRunning as e:
+        typer.echo(f"{cmd}: no arqond is running for {target!r} ({e})", err=True)
+        raise typer.Exit(3)
+    except ControlError as e:
+        typer.echo(f"{cmd}: {e}", err=True)
+        raise typer.Exit(1)
+
+
+_SOCK = typer.Option(None, "--socket", help="control socket path (default: the target's)")
+
+
+@app.command()
+def status(target: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"), socket: Optional[str] = _SOCK):
+    """The running daemon's state: knobs per slot, SLOs, rollout, lease, audit, cycle times."""
+    res = _control(target, "status", socket)
+    if as_json:
+        _print_json(res)
+        return
+    from daemon.runtime.status import from_builtins, render_table
+    typer.echo(render_table(from_builtins(res)))
+
+
+def _simple(cmd: str, doc: str):
+    def f(target: str = typer.Argument(...), socket: Optional[str] = _SOCK):
+        _print_json(_control(target, cmd, socket, timeout=35.0))
+    f.__doc__ = doc
+    f.__name__ = cmd
+    app.command(name=cmd)(f)
+
+
+_simple("freeze", "Kill switch on: baseline only, no experiments, persists across restarts.")
+_simple("thaw", "Kill switch off.")
+_simple("rollback", "Abort the active experiment now (baseline only).")
+_simple("reload", "Re-read the guardrails file; an invalid file keeps the running config (exit 1).")
+
+
+@app.command()
+def propose(target: str = typer.Argument(...),
+            set_: list[str] = typer.Option([], "--set", help="knob=value (repeatable)"),
+            variant: Optional[str] = typer.Option(None, help="catalog variant name"),
+            kind: str = typer.Option("rollout", help="rollout | probe"),
+            note: str = typer.Option(""), socket: Optional[str] = _SOCK):
+    """Hand Tier 1 a proposal of your own (it passes the same rules as Tier 2's). Exit 1 if rejected."""
+    knobs = {}
+    for item in set_:
+        name, sep, val = item.partition("=")
+        try:
+            knobs[name] = float(val)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            typer.echo(f"propose: --set {item!r}: expected knob=number", err=True)
+            raise typer.Exit(2)
+    from daemon.runtime.control import ControlError, DaemonNotRunning, call, call_target
+    args = {"knobs": knobs, "variant": variant, "kind": kind, "note": note}
+    try:
+        res = call(socket, "propose", args, timeout=10.0) if socket else call_target(target, "propose", args, timeout=10.0)
+    except DaemonNotRunning as e:
+        typer.echo(f"propose: no arqond is running for {target!r} ({e})", err=True)
+        raise typer.Exit(3)
+    except ControlError as e:
+        typer.echo(f"propose: {e}", err=True)
+        raise typer.Exit(1)
+    _print_json(res)
+    if not res.get("accepted"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def snapback(target: str = typer.Argument(...), socket: Optional[str] = _SOCK):
+    """Publish the known-good baseline only. Works with no daemon running: writes slot 0 alone
+    under a new generation and releases the lease, so the data plane serves the baseline by itself."""
+    from daemon.runtime.control import ControlError, DaemonNotRunning, call, call_target
+    try:
+        res = call(socket, "snapback", timeout=35.0) if socket else call_target(target, "snapback", timeout=35.0)
+        _print_json(res)
+        return
+    except DaemonNotRunning:
+        pass
+    except ControlError as e:
+        typer.echo(f"snapback: daemon refused ({e}); writing the segment directly", err=True)
+    from daemon.runtime.snapback import snapback_segment
+    from shm_layout.segment import AttachError
+    try:
+        _print_json(snapback_segment(target))
+    except AttachError as e:
+        if e.check == "exists":
+            typer.echo(f"snapback: no segment /arqon.{target}: nothing is running, nothing to do")
+            return
+        typer.echo(f"snapback: {e}", err=True)
+        raise typer.Exit(1)
+
+
+catalog_app = typer.Typer(no_args_is_help=True, help="The approved variant catalog.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("list")
+def catalog_list(config: Path = typer.Option(Path("guardrails.yaml"), "--config", "-c"),
+                 as_json: bool = typer.Option(False, "--json")):
+    """Catalog entries and their lifecycle state (only Approved/Promoted are eligible online)."""
+    import msgspec
+    from daemon.tier1.config import ELIGIBLE_STATES, ConfigError, load_guardrails
+    try:
+        g = load_guardrails(config)
+    except ConfigError as e:
+        for m in e.errors:
+            typer.echo(m, err=True)
+        raise typer.Exit(1)
+    rows = [msgspec.to_builtins(c) for c in g.catalog.variants]
+    if as_json:
+        _print_json(rows)
+        return
+    for c in g.catalog.variants:
+        typer.echo(f"{c.id:16s} variant={c.variant:14s} {c.state:10s} {'eligible' if c.state in ELIGIBLE_STATES else '-'}")
+
+
 def main() -> None:
     app()
 

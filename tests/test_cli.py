@@ -38,7 +38,7 @@ def test_check_accepts_the_default_file_and_names_the_line_of_a_broken_one(tmp_p
     r = runner.invoke(app, ["check", str(ROOT / "guardrails.yaml")])
     assert r.exit_code == 0, r.output
     bad = tmp_path / "g.yaml"
-    bad.write_text((ROOT / "guardrails.yaml").read_text().replace("target: demo", "target: [1, 2]", 1))
+    bad.write_text((ROOT / "guardrails.yaml").read_text().replace("target: universe", "target: [1, 2]", 1))
     r = runner.invoke(app, ["check", str(bad)])
     assert r.exit_code == 1
     assert re.search(r"g\.yaml:\d+", r.output) and "target" in r.output

@@ -22,12 +22,17 @@ DEMO_DECL = Declaration(
     variants=("ref", "fast"))
 
 
-def test_repo_guardrails_loads_and_matches_demo_declaration():
+def _universe_decl() -> Declaration:
+    from daemon.demo.apps import declared_fields, declared_knobs, declared_variants
+    return Declaration(declared_knobs("universe"), declared_fields("universe"), declared_variants("universe"))
+
+
+def test_repo_guardrails_loads_and_matches_the_universe_data_plane():
     g = load_guardrails(ROOT / "guardrails.yaml")
-    assert g.target == "demo"
+    assert g.target == "universe"
     assert set(g.knobs) == {"diffusion", "decay", "noise", "substeps"}
-    assert check_against(g, DEMO_DECL) == []
-    assert g.rollout.canary_steps == (0.05, 0.25, 0.5, 1.0)
+    assert check_against(g, _universe_decl()) == []
+    assert g.rollout.canary_steps == (0.1, 0.5, 1.0)
     assert g.metrics.address == "127.0.0.1:9464" and g.cycle.period_s == 0.010
     assert g.bus.enabled is False and g.bus.url == "ws://127.0.0.1:9100"
     # precedence: knob > limits > preset
@@ -35,8 +40,8 @@ def test_repo_guardrails_loads_and_matches_demo_declaration():
     assert resolve_knob(g, "diffusion", 0.0, 1.0).max_delta == 0.1
     sub = resolve_knob(g, "substeps", 1, 16)
     assert (sub.delta_mode, sub.max_delta, sub.rate_limit_hz, sub.min_interval_s) == ("absolute", 1, 2, 0.5)
-    noise = resolve_knob(g, "noise", 0.0, 0.5)
-    assert (noise.lo, noise.hi) == (0.0, 0.3)
+    noise = resolve_knob(g, "noise", 0.0, 2.0)
+    assert (noise.lo, noise.hi) == (0.0, 0.5)
 
 
 def test_every_default_key_is_documented_in_the_repo_file():
@@ -125,7 +130,7 @@ def test_check_against_bounds_may_only_narrow():
 
 def test_validate_file_collects_load_and_declaration_problems():
     from daemon.tier1.config import validate_file
-    assert validate_file(ROOT / "guardrails.yaml", DEMO_DECL) == []
+    assert validate_file(ROOT / "guardrails.yaml", _universe_decl()) == []
     assert validate_file(ROOT / "guardrails.yaml") == []
     msgs = validate_file(CORPUS / "bad_port.yaml")
     assert len(msgs) == 1 and "metrics.address" in msgs[0]

@@ -63,12 +63,16 @@ def inspect_segment(name: str, *, allow_foreign_owner: bool = False) -> dict:
         }
 
 
+def _s(v) -> str:
+    return "-" if v is None else f"{v}s"
+
+
 def render(info: dict) -> str:
     h, s, le = info["header"], info["snapshot"], info["lease"]
     lines = [f"{info['segment']}  v{h['version']}  state={h['state']}  pid={h['creator_pid']}  epoch={h['epoch']}  "
              f"size={h['total_size_bytes']}B  mode={h['mode']}",
-             f"lease: {le['state']}  deadline_in={le['deadline_in_s']}s  lapses={le['lapses']}   "
-             f"heartbeat age: plane={info['heartbeats_age_s']['data_plane']}s daemon={info['heartbeats_age_s']['daemon']}s",
+             f"lease: {le['state']}  deadline_in={_s(le['deadline_in_s'])}  lapses={le['lapses']}   "
+             f"heartbeat age: plane={_s(info['heartbeats_age_s']['data_plane'])} daemon={_s(info['heartbeats_age_s']['daemon'])}",
              f"snapshot: generation={s['generation']} (acked {s['ack_generation']})  seq={s['seq']}"]
     knobs = info["declaration"]["knobs"]
     lines.append("  " + f"{'knob':16s} {'min':>10s} {'max':>10s} " + " ".join(f"{'slot' + str(x['slot']):>12s}" for x in s["slots"]))
@@ -81,5 +85,5 @@ def render(info: dict) -> str:
     lines.append("fields: " + ", ".join(f"{f['name']}[{f['unit']}]" if f["unit"] else f["name"] for f in info["declaration"]["fields"]))
     for r in info["rings"]:
         lines.append(f"ring {r['ring']}: fill={r['fill_ratio']:.3f} head={r['head']} tail={r['tail']} drops={r['drops']} "
-                     f"seq_errors={r['seq_errors']} producer_age={r['producer_heartbeat_age_s']}s")
+                     f"seq_errors={r['seq_errors']} producer_age={_s(r['producer_heartbeat_age_s'])}")
     return "\n".join(lines)

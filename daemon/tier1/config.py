@@ -173,6 +173,23 @@ class Bus(msgspec.Struct, **_S):
     token_file: Optional[str] = None
 
 
+class Tuning(msgspec.Struct, **_S):
+    """Tier 2, the proposer. Continuous knobs are tuned by `optimizer` from probe results
+    (each probe runs its arms beside the baseline at `rollout.probe_weight`); every
+    `rollout_every` probe rounds the optimizer's recommendation is rolled out through the
+    canary steps. Variants are chosen by `bandit` among eligible catalog entries when
+    `variants` is on. Deterministic under `seed`."""
+    enabled: bool = True
+    seed: int = 1
+    optimizer: Literal["spsa", "es", "cmaes", "pbt"] = "spsa"
+    knobs: tuple[str, ...] = ()          # empty: every allowlisted knob
+    options: dict[str, float] = {}       # optimizer options (e.g. a, c, A)
+    rollout_every: int = 4               # probe rounds between rollouts of the recommendation
+    variants: bool = False
+    bandit: Literal["thompson", "gaussian_thompson", "ucb", "klucb", "lexicographic"] = "lexicographic"
+    explore_every: int = 3               # variant probes: one per this many probe rounds
+
+
 class Guardrails(msgspec.Struct, **_S):
     """A whole guardrails.yaml: one target (segment name) per file."""
     target: str
@@ -192,6 +209,7 @@ class Guardrails(msgspec.Struct, **_S):
     metrics: Metrics = Metrics()
     cycle: Cycle = Cycle()
     bus: Bus = Bus()
+    tuning: Tuning = Tuning()
 
 
 # Presets of the related work: (max_delta normalised, updates/s).
@@ -435,6 +453,13 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(("anti_thrashing", "cooldown_s"), at.cooldown_s, "a number >= 0")
     if not 0 <= at.hysteresis < 1:
         e(("anti_thrashing", "hysteresis"), at.hysteresis, "a ratio of max_delta in [0, 1)")
+    for i, name in enumerate(g.tuning.knobs):
+        if name not in g.knobs:
+            e(("tuning", "knobs", i), name, f"an allowlisted knob (one of: {', '.join(sorted(g.knobs)) or 'none'})")
+    if g.tuning.rollout_every < 1:
+        e(("tuning", "rollout_every"), g.tuning.rollout_every, "a whole number >= 1")
+    if g.tuning.explore_every < 1:
+        e(("tuning", "explore_every"), g.tuning.explore_every, "a whole number >= 1")
     _positive(src, ("budget", "max_change"), g.budget.max_change)
     _positive(src, ("budget", "window_s"), g.budget.window_s)
     if not g.objective.terms:

@@ -1,0 +1,428 @@
+"""`arqond run`: the decision loop and the only code that touches the world.
+
+Every cycle (guardrails `cycle.period_s`, default 10 ms), on uvloop:
+  drain the rings -> summarise per slot (published generation, past the settle time)
+  -> Tier 1 step -> publish its snapshot (if any) -> Tier 2 driver proposes when Tier 1 is idle
+  -> Tier 1 validates -> publish -> renew the lease -> events to the ledger queue -> status.
+Slow things never run in the cycle: the ledger and the bus have their own threads, metrics are
+rendered at scrape time, control commands run between cycles on the same event loop (so no
+locks: the executor is only ever touched from this loop).
+
+An overrun (a cycle longer than its period before it could propose) proposes nothing that
+cycle and is counted; a rollback is never skipped. If the data plane disappears the loop waits
+and re-attaches (new epoch); if the daemon stops, the lease lets the data plane fall back alone.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import msgspec
+
+from daemon import __version__
+from daemon.runtime import sdnotify
+from daemon.runtime.control import COMMANDS, CommandError, ControlServer, socket_path
+from daemon.runtime.metrics import Metrics, serve as serve_metrics
+from daemon.runtime.status import (AuditStatus, ConfigStatus, CycleStatus, KnobStatus, LeaseStatus,
+                                   RingStatus, RuntimeStatus, SlotStatus, Statistic)
+from daemon.runtime.summarize import summarize
+from daemon.tier1 import events as ev
+from daemon.tier1.config import ConfigError, Guardrails, check_against, load_guardrails
+from daemon.tier1.executor import Executor
+from daemon.tier1.ledger import LedgerWriter, read_events
+from daemon.tier1.model import Arm, Command, CycleInput, Proposal, StepOutput
+from daemon.tier2.driver import TuningDriver
+from shm_layout import spec
+from shm_layout.decl import SnapshotSpec
+from shm_layout.segment import AttachError, Segment
+
+log = logging.getLogger("arqond")
+NS = 1_000_000_000
+
+
+class Daemon:
+    """One daemon for one target (segment)."""
+
+    def __init__(self, config_path: str | Path, *, audit_path: Optional[str] = None,
+                 metrics_address: Optional[str] = None, control_path: Optional[str] = None,
+                 allow_foreign_owner: bool = True, tuning: Optional[bool] = None):
+        self.config_path = str(config_path)
+        self.g: Guardrails = load_guardrails(self.config_path)   # ConfigError propagates: refuse to start
+        self.audit_path = audit_path or self.g.audit.path
+        self.metrics_address = metrics_address or self.g.metrics.address
+        self.control_path = Path(control_path) if control_path else socket_path(self.g.target)
+        self.allow_foreign_owner = allow_foreign_owner
+        self.tuning_override = tuning
+        self.config_generation = 1
+        self.seg: Optional[Segment] = None
+        self.ex: Optional[Executor] = None
+        self.driver: Optional[TuningDriver] = None
+        self.metrics = Metrics(version=__version__)
+        self.ledger: Optional[LedgerWriter] = None
+        self.stop_event: Optional[asyncio.Event] = None
+        self.started_mono = time.monotonic()
+        self.published_ns = 0
+        self.generation = 0
+        self.last_cycle_ns = 0
+        self.cycle_times: list[float] = []
+        self.overruns = 0
+        self.last_stats: dict[int, Any] = {}
+        self.last_reload_ok, self.last_reload_time, self.last_reload_error = True, time.time(), ""
+        self.breaches: dict[str, int] = {}
+        self.safe_mode_reason = ""
+        self.cycles = 0
+        self.skipped_records = 0
+        self.manual_seq = 0
+        self.operator_queue: list = []
+
+    # ---- ledger -------------------------------------------------------------------------
+
+    def _open_ledger(self) -> list:
+        os.makedirs(os.path.dirname(os.path.abspath(self.audit_path)), exist_ok=True)
+        history = []
+        if os.path.exists(self.audit_path):
+            history = [r.event for r in read_events(self.audit_path, type=ev.Event)]
+        self.ledger = LedgerWriter(self.audit_path, queue_size=self.g.audit.queue_size,
+                                   high_water=self.g.audit.high_water_ratio)
+        return history
+
+    def _record(self, now: int, events: list) -> None:
+        for e in events:
+            if not self.ledger.submit(e):
+                # never drop silently: a full audit queue puts Tier 1 in safe mode, said on the ledger
+                if self.ex is not None and not self.ex.state.safe_mode:
+                    self._handle(now, self.ex.command(now, Command("enter_safe_mode", "runtime", "audit queue full")),
+                                 record=False)
+            self._count(e)
+
+    def _count(self, e) -> None:
+        tag = type(e).__name__
+        if tag == "ValidationVerdict":
+            self.metrics.count_proposal("accepted" if e.accepted else "rejected")
+        elif tag == "Rollback":
+            self.metrics.count_rollback(getattr(e, "rule", "") or getattr(e, "rollback_reason", "other"))
+            rule = getattr(e, "rule", "")
+            if rule.startswith("slo") or getattr(e, "slo", None):
+                name = getattr(e, "slo", None) or rule
+                self.breaches[name] = self.breaches.get(name, 0) + 1
+                self.metrics.count_breach(name)
+        elif tag == "SafeModeEntered":
+            self.safe_mode_reason = getattr(e, "reason", "")
+
+    # ---- attach ------------------------------------------------------------------------
+
+    def _try_attach(self, now: int) -> bool:
+        try:
+            seg = Segment.attach(self.g.target, allow_foreign_owner=self.allow_foreign_owner)
+        except AttachError as e:
+            if e.check != "exists":
+                log.warning("%s", e)
+            return False
+        problems = check_against(self.g, seg.declaration)
+        if problems:
+            seg.close()
+            raise SystemExit(f"{self.config_path}: does not match /arqon.{self.g.target}:\n  " + "\n  ".join(problems))
+        seg.acquire_writer()
+        self.seg = seg
+        history = self._open_ledger() if self.ledger is None else list(self._history())
+        self.ex = Executor(self.g, seg.declaration, run_id=f"arqond-{os.getpid()}-{seg.epoch & 0xffff:04x}",
+                           config_generation=self.config_generation, history=history)
+        g = self.g
+        if self.tuning_override is not None:
+            g = msgspec.structs.replace(g, tuning=msgspec.structs.replace(g.tuning, enabled=self.tuning_override))
+        self.driver = TuningDriver(g, seg.declaration)
+        self._handle(now, self.ex.start(now))
+        log.info("attached to /arqon.%s (pid %d, epoch %016x)", self.g.target, seg.creator_pid, seg.epoch)
+        return True
+
+    def _history(self):
+        self.ledger.flush(5.0)
+        for r in read_events(self.audit_path, type=ev.Event):
+            yield r.event
+
+    def _detach(self, why: str) -> None:
+        log.warning("detaching from /arqon.%s: %s", self.g.target, why)
+        if self.seg is not None:
+            self.seg.close()
+        self.seg, self.ex, self.driver = None, None, None
+
+    # ---- one cycle ------------------------------------------------------------------------
+
+    def _publish(self, now: int, snap: SnapshotSpec) -> None:
+        self.seg.publish(snap, now + int(self.g.lease.duration_s * NS))
+        self.generation = snap.generation
+        self.published_ns = now
+
+    def _handle(self, now: int, out: StepOutput, record: bool = True) -> None:
+        if out.snapshot is not None:
+            self._publish(now, out.snapshot)
+        if record:
+            self._record(now, out.events)
+        if out.evaluations and self.driver is not None:
+            self.driver.on_evaluations(out.evaluations)
+
+    def cycle(self) -> None:
+        now = time.monotonic_ns()
+        if self.seg is None:
+            if not self._try_attach(now):
+                return
+        seg, ex = self.seg, self.ex
+        if self.cycles % 10 == 0 and not seg.is_current():
+            self._detach("the data plane closed or replaced its segment")
+            return
+        self.cycles += 1
+        window = now - self.last_cycle_ns if self.last_cycle_ns else int(self.g.cycle.period_s * NS)
+        self.last_cycle_ns = now
+        batches = [seg.drain(r).copy() for r in range(seg.n_rings)]
+        settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
+        slots, _used, skipped = summarize(batches, tuple(f.name for f in seg.declaration.fields),
+                                          self.generation, settle_from, window)
+        self.skipped_records += skipped
+        st = seg.plane_state()
+        lease_ok = st.lease_state == spec.LEASE_ACTIVE or self.generation == 0
+        out = ex.step(now, CycleInput(now, self.generation, slots, st.ack_generation, lease_ok))
+        self._handle(now, out)
+        for s in slots:
+            self.last_stats[s.slot] = s
+        # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
+        if ex.exp is None and self.driver is not None:
+            self.driver.on_experiment_end()
+        elapsed = time.monotonic_ns() - now
+        if elapsed > self.g.cycle.period_s * NS:
+            self.overruns += 1
+        elif ex.mstate.value == "idle":
+            if self.operator_queue:
+                p, fut = self.operator_queue.pop(0)
+                v = self._submit(now, p)
+                if not fut.done():
+                    fut.set_result(v)
+            elif self.driver is not None:
+                st0 = ex.state
+                names = [k.name for k in seg.declaration.knobs]
+                baseline = dict(zip(names, st0.baseline))
+                bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
+                p = self.driver.next_proposal(baseline, bv)
+                if p is not None:
+                    self.driver.on_verdict(self._submit(now, p))
+        seg.renew_lease(now + int(self.g.lease.duration_s * NS))
+        seg.heartbeat(now)
+        dt = (time.monotonic_ns() - now) / 1e9
+        self.cycle_times.append(dt)
+        if len(self.cycle_times) > 2000:
+            del self.cycle_times[:1000]
+        self.metrics.observe_cycle(dt)
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def status(self) -> RuntimeStatus:
+        seg, ex = self.seg, self.ex
+        ct = sorted(self.cycle_times[-1000:]) or [0.0]
+        cyc = CycleStatus(last_s=self.cycle_times[-1] if self.cycle_times else 0.0, p50_s=ct[len(ct) // 2],
+                          p99_s=ct[min(len(ct) - 1, int(len(ct) * 0.99))], overruns=self.overruns)
+        cfg = ConfigStatus(self.config_path, self.last_reload_ok, self.last_reload_time, self.last_reload_error)
+        aud = AuditStatus()
+        if self.ledger is not None:
+            ls = self.ledger.state
+            aud = AuditStatus(depth=ls.depth, high_water=ls.high_water_total, capacity=ls.capacity,
+                              healthy=ls.healthy)
+        base = RuntimeStatus(target=self.g.target, version=__version__, config=cfg, cycle=cyc, audit=aud,
+                             uptime_s=time.monotonic() - self.started_mono)
+        if seg is None or ex is None:
+            return base
+        st = seg.plane_state()
+        snap = ex.snapshot
+        d = seg.declaration
+        knobs, slots = (), ()
+        if snap is not None:
+            knobs = tuple(KnobStatus(k.name, ex.state.baseline[i], tuple(s.knobs[i] for s in snap.slots))
+                          for i, k in enumerate(d.knobs))
+            slots = tuple(SlotStatus(s.weight, d.variants[s.variant] if s.variant < len(d.variants) else "")
+                          for s in snap.slots)
+        objs, slos = [], []
+        for sl, t in sorted(self.last_stats.items()):
+            for term in self.g.objective.terms:
+                fs = t.fields.get(term.field)
+                if fs is not None:
+                    objs.append(Statistic(f"{term.field}_{term.stat}", sl, float(getattr(fs, term.stat, fs.mean))))
+            for s in self.g.slos:
+                fs = t.fields.get(s.field)
+                if fs is not None and s.stat in ("mean", "p50", "p95", "p99", "min", "max"):
+                    v = float(getattr(fs, s.stat))
+                    lim = s.max if s.max is not None else s.min
+                    br = (v > s.max) if s.max is not None else (v < s.min if s.min is not None else False)
+                    slos.append(Statistic(s.name, sl, v, lim, br))
+        rings = tuple(RingStatus(r.fill_ratio, r.drops) for r in (seg.ring_stats(i) for i in range(seg.n_rings)))
+        return msgspec.structs.replace(
+            base, epoch=seg.epoch, attached=True, dataplane_pid=seg.creator_pid,
+            lease=LeaseStatus(deadline_monotonic_s=st.lease_deadline_ns / 1e9, ok=st.lease_state == spec.LEASE_ACTIVE,
+                              lapses=st.lease_lapses),
+            generation_published=self.generation, generation_acked=st.ack_generation,
+            knobs=knobs, slots=slots, objectives=tuple(objs), slos=tuple(slos),
+            rollout_state=ex.mstate.value, experiment_id=ex.exp.p.proposal_id if ex.exp is not None else "",
+            safe_mode=ex.state.safe_mode, safe_mode_reason=self.safe_mode_reason if ex.state.safe_mode else "",
+            kill_switch=ex.state.kill_switch, breaches=dict(self.breaches), rings=rings,
+            proposals={k: v for k, v in self.metrics.counts()["proposals"].items() if v},
+            rollbacks={k: v for k, v in self.metrics.counts()["rollbacks"].items() if v})
+
+    def reload(self) -> dict:
+        try:
+            g = load_guardrails(self.config_path)
+        except (ConfigError, OSError) as e:
+            msgs = e.errors if isinstance(e, ConfigError) else [f"{self.config_path}: {e}"]
+            self.last_reload_ok, self.last_reload_error = False, "; ".join(msgs)[:500]
+            raise CommandError("reload refused, running config kept:\n" + "\n".join(msgs))
+        if g.target != self.g.target:
+            self.last_reload_ok, self.last_reload_error = False, "target changed"
+            raise CommandError(f"reload refused: target changed from {self.g.target!r} to {g.target!r} "
+                               "(restart the unit instead); running config kept")
+        now = time.monotonic_ns()
+        if self.ex is not None:
+            try:
+                out = self.ex.reload(now, g, self.config_generation + 1)
+            except ValueError as e:
+                self.last_reload_ok, self.last_reload_error = False, str(e)[:500]
+                raise CommandError(str(e))
+            self._handle(now, out)
+            self.driver = TuningDriver(g, self.seg.declaration)
+        self.g = g
+        self.config_generation += 1
+        self.last_reload_ok, self.last_reload_time, self.last_reload_error = True, time.time(), ""
+        return {"config_generation": self.config_generation}
+
+    def command(self, name: str) -> dict:
+        if self.ex is None:
+            raise CommandError(f"not attached to /arqon.{self.g.target} yet; nothing to {name}")
+        now = time.monotonic_ns()
+        self._handle(now, self.ex.command(now, Command(name, "operator")))
+        return {"state": self.ex.mstate.value, "generation": self.generation}
+
+    async def propose(self, args: dict) -> dict:
+        """An operator's proposal (or a fault injection): it goes through Tier 1 like any other,
+        so every rule applies. It waits for the next cycle in which Tier 1 is idle (one
+        experiment per scope) and takes precedence over Tier 2 there; the verdict comes back
+        with its rule, value and limit."""
+        if self.ex is None:
+            raise CommandError(f"not attached to /arqon.{self.g.target} yet; nothing to propose to")
+        try:
+            arm = msgspec.convert({"knobs": args.get("knobs") or {}, "variant": args.get("variant")}, Arm)
+            self.manual_seq += 1
+            p = Proposal(f"op-{os.getpid()}-{self.manual_seq}", args.get("kind", "rollout"), (arm,),
+                         source="operator", note=str(args.get("note", "")))
+        except (msgspec.ValidationError, TypeError) as e:
+            raise CommandError(f"propose: bad arguments: {e}; expected knobs {{name: number}}, variant, kind")
+        fut = asyncio.get_running_loop().create_future()
+        self.operator_queue.append((p, fut))
+        try:
+            v = await asyncio.wait_for(fut, timeout=float(args.get("timeout_s", 20.0)))
+        except asyncio.TimeoutError:
+            self.operator_queue = [(q, f) for q, f in self.operator_queue if f is not fut]
+            raise CommandError("propose: Tier 1 stayed busy with another experiment; nothing was applied "
+                               "(retry, or `arqond rollback` first)") from None
+        return {"accepted": v.accepted, "proposal_id": v.proposal_id, "rule": v.rule, "value": v.value,
+                "limit": v.limit, "message": v.message, "generation": self.generation}
+
+    def _submit(self, now: int, p: Proposal):
+        v = self.ex.propose(now, p)
+        if v.snapshot is not None:
+            self._publish(now, v.snapshot)
+        self._record(now, v.events)
+        return v
+
+    async def handle(self, cmd: str, args: dict) -> Any:
+        if cmd == "status":
+            return msgspec.to_builtins(self.status())
+        if cmd in ("freeze", "thaw", "rollback", "snapback"):
+            return self.command(cmd)
+        if cmd == "reload":
+            return self.reload()
+        if cmd == "propose":
+            return await self.propose(args)
+        if cmd == "catalog":
+            return [msgspec.to_builtins(c) for c in self.g.catalog.variants]
+        raise CommandError(f"unknown command {cmd!r}")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Clean stop: baseline only, lease released, ledger flushed."""
+        now = time.monotonic_ns()
+        if self.seg is not None and self.ex is not None:
+            try:
+                self._handle(now, self.ex.command(now, Command("snapback", "runtime", "daemon stopping")))
+            except Exception:  # noqa: BLE001 - stopping must not fail half-way
+                log.exception("snapback on stop failed")
+            self.seg.renew_lease(0)   # released: the data plane serves slot 0 by itself
+            self.seg.close()
+            self.seg = None
+        if self.ledger is not None:
+            self.ledger.close(10.0)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        host, _, port = self.metrics_address.rpartition(":")
+        self.metrics_server, self.metrics_port = serve_metrics(self.metrics.registry, host or "127.0.0.1", int(port))
+        control = ControlServer(self.control_path, self.handle, commands=COMMANDS + ("propose",))
+        await control.start()
+        sdnotify.status(f"waiting for /arqon.{self.g.target}")
+        pacer = None
+        wd = sdnotify.watchdog_interval()
+        if wd:
+            pacer = sdnotify.WatchdogPacer(wd)
+        ready = False
+        period = self.g.cycle.period_s
+        next_t = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.cycle()
+                except SystemExit:
+                    raise
+                except Exception:  # noqa: BLE001 - a bug in one cycle must not leave a candidate live
+                    log.exception("cycle failed; snapping back to the baseline")
+                    if self.ex is not None:
+                        now = time.monotonic_ns()
+                        self._handle(now, self.ex.command(now, Command("snapback", "runtime", "cycle exception")))
+                if self.seg is not None and not ready:
+                    sdnotify.ready(f"attached to /arqon.{self.g.target}")
+                    ready = True
+                if self.cycles % 20 == 0:
+                    self.metrics.update(self.status())
+                if pacer is not None and pacer.due(time.monotonic()):
+                    sdnotify.watchdog()
+                period = self.g.cycle.period_s if self.seg is not None else 0.1
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay < 0:
+                    next_t = time.monotonic()   # fell behind: do not burst to catch up
+                    delay = 0
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            sdnotify.stopping()
+            self.shutdown()
+            await control.close()
+            self.metrics_server.shutdown()
+
+    def _sighup(self) -> None:
+        try:
+            self.reload()
+            log.info("reloaded %s", self.config_path)
+        except CommandError as e:
+            log.error("%s", e)
+
+
+def run_daemon(config: str, **kw) -> None:
+    import uvloop
+    d = Daemon(config, **kw)
+    uvloop.run(d.run())

@@ -1,0 +1,234 @@
+"""The Tier-2 driver: turns optimizer asks and bandit picks into Tier-1 Proposals, and Tier-1
+Evaluations back into tell()/update(). Pure and deterministic: no clock, no I/O; the runtime
+passes `now_ns`, the current baseline and every Evaluation.
+
+How continuous tuning meets Tier 1's rules (every arm within max_delta of the baseline):
+an *epoch* is a trust-region run of the optimizer started AT the baseline, with perturbation
+and step sizes derived from max_delta. Each round's points run as probe arms beside slot 0 at
+the same time (their objective is paired with the baseline over the same blocks, so load drift
+cancels: y = arm - baseline). Every `rollout_every` rounds the recommendation is rolled out
+through the canary steps; whatever the outcome, the next epoch starts at the (possibly new)
+baseline with a seed derived from (seed, epoch). Variants: every `explore_every` rounds the
+eligible variants play a tournament as probe arms; a discounted bandit keeps their relative
+reward and SLA feasibility; a new leader is rolled out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, resolve_knob
+from daemon.tier1.model import Arm, Evaluation, Proposal, Verdict
+from shm_layout.decl import Declaration
+from shm_layout.spec import MAX_SLOTS
+
+from . import make_bandit, make_optimizer
+from .core import NoChange
+
+
+class TuningDriver:
+    """One per target. Call `next_proposal` when Tier 1 is idle; feed it every Evaluation and
+    every rejected Verdict. `log` records (round, kind, inputs) for the audit trail."""
+
+    def __init__(self, g: Guardrails, decl: Declaration):
+        t = g.tuning
+        self.g, self.decl, self.cfg = g, decl, t
+        names = list(t.knobs) or [k.name for k in decl.knobs if k.name in g.knobs]
+        self.names = [n for n in names if not decl.knobs[decl.knob_index(n)].integer] or names
+        self.rk = [resolve_knob(g, n, decl.knobs[decl.knob_index(n)].min, decl.knobs[decl.knob_index(n)].max)
+                   for n in self.names]
+        self.bounds = np.array([[r.lo, r.hi] for r in self.rk], dtype=float)
+        # max_delta as a ratio of the optimizer's (narrowed) range, per knob; Tier 1 measures
+        # normalised deltas against the declared range.
+        md = []
+        for r, n in zip(self.rk, self.names):
+            k = decl.knobs[decl.knob_index(n)]
+            decl_range = (k.max - k.min) or 1.0
+            step = r.max_delta * decl_range if r.delta_mode == "normalised" else r.max_delta
+            md.append(step)
+        self.max_delta = np.array(md)          # user units
+        self.epoch = 0
+        self.round = 0
+        self.seq = 0
+        self.pending: Optional[Proposal] = None
+        self.pending_kind = ""
+        self.opt = None
+        self.a_gain: Optional[float] = None
+        self.variants = self._eligible_variants() if t.variants else []
+        self.bandit = (make_bandit(t.bandit, len(self.variants), seed=t.seed * 7919 + 1, discount=0.95)
+                       if len(self.variants) > 1 else None)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _eligible_variants(self) -> list[str]:
+        eligible = {c.variant for c in self.g.catalog.variants if c.state in ELIGIBLE_STATES}
+        return [v for v in self.decl.variants if v in eligible]
+
+    def _new_id(self, kind: str) -> str:
+        self.seq += 1
+        return f"t2-{self.cfg.seed}-{self.epoch}-{self.seq}-{kind}"
+
+    def _start_epoch(self, base: np.ndarray) -> None:
+        span = self.bounds[:, 1] - self.bounds[:, 0]
+        span = np.where(span > 0, span, 1.0)
+        md_norm = float(np.min(self.max_delta / span))
+        opts = dict(self.cfg.options)
+        opts.setdefault("x0", [float(v) for v in base])
+        if self.cfg.optimizer == "spsa":
+            # perturbation half of max_delta, steps small enough that rollout_every rounds of
+            # drift plus a perturbation stay within max_delta of the baseline.
+            opts.setdefault("c", max(1e-4, min(0.49, 0.5 * md_norm)))
+            opts.setdefault("max_step", max(1e-4, 0.5 * md_norm / self.cfg.rollout_every))
+            opts.setdefault("tracking", True)
+            if self.a_gain is not None:
+                opts.setdefault("a", self.a_gain)
+        self.opt = make_optimizer(self.cfg.optimizer, self.bounds, seed=self.cfg.seed * 100003 + self.epoch, **opts)
+        self.round = 0
+
+    def _clip(self, x: np.ndarray, base: np.ndarray) -> np.ndarray:
+        x = np.clip(x, base - self.max_delta, base + self.max_delta)
+        return np.clip(x, self.bounds[:, 0], self.bounds[:, 1])
+
+    def _baseline_vec(self, baseline: dict[str, float]) -> np.ndarray:
+        return np.array([baseline[n] for n in self.names], dtype=float)
+
+    # ---- decisions ----------------------------------------------------------------------
+
+    def next_proposal(self, baseline: dict[str, float], baseline_variant: str) -> Optional[Proposal]:
+        """The next thing to try, or None (something is pending or tuning is off)."""
+        if not self.cfg.enabled or self.pending is not None:
+            return None
+        base = self._baseline_vec(baseline)
+        if self.opt is None:
+            self._start_epoch(base)
+        if self.bandit is not None:
+            p = self._variant_step(baseline_variant)
+            if p is not None:
+                return self._set_pending(p, p.kind if p.kind == "rollout" else "variant_probe")
+        if self.round >= self.cfg.rollout_every:
+            x = self._clip(self._current(), base)
+            self.epoch += 1
+            self.opt = None
+            if np.any(np.abs(x - base) > self.g.anti_thrashing.hysteresis * self.max_delta):
+                arm = Arm(knobs={n: float(v) for n, v in zip(self.names, x)})
+                return self._set_pending(Proposal(self._new_id("rollout"), "rollout", (arm,), source=self.cfg.optimizer,
+                                                  seed=self.cfg.seed, note=f"epoch {self.epoch - 1} recommendation"), "rollout")
+            self._start_epoch(base)
+        X = self.opt.ask()
+        if isinstance(X, NoChange):
+            return None
+        arms = tuple(Arm(knobs={n: float(v) for n, v in zip(self.names, self._clip(np.asarray(x, float), base))})
+                     for x in X[: MAX_SLOTS - 1])
+        if len(arms) < len(X):
+            self.opt.reject()  # more points than free slots: this optimizer cannot run here as configured
+            return None
+        return self._set_pending(Proposal(self._new_id("probe"), "probe", arms, source=self.cfg.optimizer,
+                                          seed=self.cfg.seed, note=f"epoch {self.epoch} round {self.round}"), "probe")
+
+    def _variant_step(self, baseline_variant: str) -> Optional[Proposal]:
+        means = self.bandit.means()
+        if baseline_variant in self.variants:
+            bi = self.variants.index(baseline_variant)
+            feas = getattr(self.bandit, "feasible_prob", None)
+            ok = feas() if feas is not None else np.ones(len(self.variants))
+            cand = [i for i in range(len(self.variants)) if i != bi and not math.isnan(means[i]) and ok[i] >= 0.5
+                    and self.bandit.stats.n[i] >= 2]
+            if cand:
+                best = max(cand, key=lambda i: means[i])
+                if means[best] > 0.0:   # rewards are relative to the baseline variant
+                    return Proposal(self._new_id("variant"), "rollout", (Arm(variant=self.variants[best]),),
+                                    source=f"bandit:{self.cfg.bandit}", seed=self.cfg.seed,
+                                    note=f"relative reward {means[best]:.4g}")
+        if self.round % self.cfg.explore_every != 0 or self.pending_kind == "variant_probe":
+            return None
+        others = [v for v in self.variants if v != baseline_variant][: MAX_SLOTS - 1]
+        if not others:
+            return None
+        return Proposal(self._new_id("tournament"), "probe", tuple(Arm(variant=v) for v in others),
+                        source=f"bandit:{self.cfg.bandit}", seed=self.cfg.seed, note="variant tournament")
+
+    def _current(self) -> np.ndarray:
+        """The point to roll out: the optimizer's current iterate when it has one (a short
+        trust-region epoch ends on its last step; a tail average would lag), else recommend()."""
+        theta = getattr(self.opt, "theta", None)
+        if theta is not None and hasattr(self.opt, "to_user"):
+            return np.asarray(self.opt.to_user(np.asarray(theta)), dtype=float)
+        return np.asarray(self.opt.recommend(), dtype=float)
+
+    def _set_pending(self, p: Proposal, kind: str) -> Proposal:
+        self.pending, self.pending_kind = p, kind
+        return p
+
+    # ---- feedback -----------------------------------------------------------------------
+
+    def on_verdict(self, v: Verdict) -> None:
+        """A rejected proposal: the optimizer's round does not count (k not advanced)."""
+        if self.pending is None or v.proposal_id != self.pending.proposal_id or v.accepted:
+            return
+        if self.pending_kind == "probe" and self.opt is not None:
+            self.opt.reject()
+        self.pending, self.pending_kind = None, ""
+
+    def on_evaluations(self, evals: list[Evaluation]) -> None:
+        if self.pending is None:
+            return
+        mine = sorted((e for e in evals if e.proposal_id == self.pending.proposal_id), key=lambda e: e.arm)
+        if not mine:
+            return
+        sign = 1.0 if self.g.objective.direction == "minimize" else -1.0
+        kind, p = self.pending_kind, self.pending
+        self.pending, self.pending_kind = None, ""
+        if kind == "probe" and self.opt is not None:
+            y = []
+            for e in mine:
+                if e.status == "slo_breach":
+                    scale = abs(e.baseline_objective) if e.baseline_objective else 1.0
+                    y.append(scale)            # as bad as doubling the objective: move away
+                elif e.status in ("ok", "regression") and e.objective is not None and e.baseline_objective is not None:
+                    y.append(sign * (e.objective - e.baseline_objective))
+                else:
+                    y = None
+                    break
+            if y is None or len(y) != len(p.arms):
+                self.opt.reject()
+            else:
+                self.opt.tell(np.array(y))
+                self.round += 1
+                a = getattr(self.opt, "a", None)
+                if isinstance(a, float):
+                    self.a_gain = a
+        elif kind == "variant_probe" and self.bandit is not None:
+            for e in mine:
+                v = p.arms[e.arm].variant
+                if v not in self.variants:
+                    continue
+                i = self.variants.index(v)
+                if e.status == "slo_breach":
+                    self.bandit.update(i, -1.0, feasible=False)
+                elif e.objective is not None and e.baseline_objective is not None:
+                    rel = -sign * (e.objective - e.baseline_objective) / (abs(e.baseline_objective) or 1.0)
+                    self.bandit.update(i, rel, feasible=e.status != "regression")
+            self.round += 1
+        elif kind == "rollout":
+            self._after_rollout(p)
+
+    def on_experiment_end(self) -> None:
+        """Tier 1 has no live experiment any more: whatever was pending is over (a promoted
+        rollout, an abort without evaluations, a kill switch)."""
+        if self.pending is None:
+            return
+        kind, p = self.pending_kind, self.pending
+        self.pending, self.pending_kind = None, ""
+        if kind == "probe" and self.opt is not None:
+            self.opt.reject()
+        elif kind == "rollout":
+            self._after_rollout(p)
+
+    def _after_rollout(self, p: Proposal) -> None:
+        # Relative variant rewards were measured against the old baseline; start afresh.
+        if any(a.variant for a in p.arms) and self.bandit is not None:
+            self.bandit = make_bandit(self.cfg.bandit, len(self.variants), seed=self.cfg.seed * 7919 + self.seq,
+                                      discount=0.95)
+        self.opt = None   # next epoch starts at the (possibly new) baseline
