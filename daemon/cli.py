@@ -271,6 +271,24 @@ def catalog_list(config: Path = typer.Option(Path("guardrails.yaml"), "--config"
         typer.echo(f"{c.id:16s} variant={c.variant:14s} {c.state:10s} {'eligible' if c.state in ELIGIBLE_STATES else '-'}")
 
 
+@app.command()
+def demo(which: str = typer.Argument("all", help="universe | serve | all"),
+         duration: Optional[float] = typer.Option(None, help="seconds per arm (default: the scenario's)"),
+         seed: int = typer.Option(1),
+         out: Path = typer.Option(Path("demo-out"), help="report folder"),
+         live: bool = typer.Option(True, "--live/--no-live", help="live terminal view"),
+         as_json: bool = typer.Option(False, "--json", help="print the JSON summary on stdout at the end")):
+    """Run the demo: real data planes tuned by arqond vs a static baseline and an unguarded optimizer;
+    ends with an HTML report (plots) and a JSON summary."""
+    if which not in ("universe", "serve", "all"):
+        typer.echo(f"demo: unknown demo {which!r}; expected universe, serve or all", err=True)
+        raise typer.Exit(2)
+    from daemon.demo.run import run_demo
+    summary = run_demo(which, duration=duration, seed=seed, out_dir=out, live=live and not as_json)
+    if as_json:
+        _print_json(summary)
+
+
 def main() -> None:
     app()
 
