@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>   /* baseline on x86-64: no -march needed */
+#endif
 
 #define ARQ_API __attribute__((visibility("default")))
 #define ARQ_CACHELINE 128
@@ -40,7 +43,9 @@ struct arq_plane {
     uint64_t instance;              /* unique per arq_open: keys the per-thread read cache */
     uint32_t n_knobs, n_fields, n_rings, cap, rec_words;
     uint32_t global_mask, integer_mask;
-    double lo[ARQ_MAX_KNOBS], hi[ARQ_MAX_KNOBS];
+    /* Clamp bounds; whole numbers for INTEGER knobs; 0 past n_knobs, so the refresh can clamp
+     * knobs in aligned pairs and the unused lane comes out 0. */
+    double lo[ARQ_MAX_KNOBS] __attribute__((aligned(16))), hi[ARQ_MAX_KNOBS] __attribute__((aligned(16)));
     /* written by the tick (relaxed), read on the hot path */
     uint32_t lapsed __attribute__((aligned(ARQ_CACHELINE))); /* 1: serve slot 0 only */
     uint64_t now_ns;                /* coarse CLOCK_MONOTONIC for record timestamps */
@@ -282,10 +287,13 @@ ARQ_API int arq_open(const char *name, const arq_decl *decl, arq_plane **out) {
     p->rings_off = ARQ_SHM_RINGS_OFF;
     p->ring_stride = arq_layout_ring_stride(decl->ring_capacity, decl->n_fields);
     for (unsigned i = 0; i < decl->n_knobs; i++) {
-        p->lo[i] = decl->knobs[i].min;
-        p->hi[i] = decl->knobs[i].max;
+        /* INTEGER knobs clamp to the whole numbers inside [min, max] (check_decl ensures there
+         * is one), so rounding a clamped value can never leave the bounds. */
+        int integer = (decl->knobs[i].flags & ARQ_KNOB_INTEGER) != 0;
+        p->lo[i] = integer ? ceil(decl->knobs[i].min) : decl->knobs[i].min;
+        p->hi[i] = integer ? floor(decl->knobs[i].max) : decl->knobs[i].max;
         if (decl->knobs[i].flags & ARQ_KNOB_GLOBAL) p->global_mask |= 1u << i;
-        if (decl->knobs[i].flags & ARQ_KNOB_INTEGER) p->integer_mask |= 1u << i;
+        if (integer) p->integer_mask |= 1u << i;
     }
     p->instance = __atomic_add_fetch(&g_instances, 1, __ATOMIC_RELAXED);
     p->lapsed = 1;                   /* no lease yet: baseline only */
@@ -374,40 +382,36 @@ ARQ_API void arq_close(arq_plane *p) {
 
 /* ---- reads ------------------------------------------------------------------------ */
 
-/* One thread's validated copy of the current snapshot: knob values already merged
- * (GLOBAL knobs from the global row), clamped to the declared bounds and rounded.
- * Rebuilt only when the seq or the lease state changes. */
+/* One thread's validated copy of the current snapshot: knob values already merged (GLOBAL
+ * knobs from the global row), clamped to the declared bounds and rounded, so an unchanged read
+ * is a tag compare, a branch-free slot pick and one copy. Rebuilt when the seq or the lease
+ * state changes; only by its own thread, so it needs no synchronisation. */
 typedef struct {
-    const arq_plane *plane;
-    uint64_t instance;
-    uint64_t seq;
-    uint32_t lapsed;
-    uint32_t n_slots;
+    uint64_t instance;              /* arq_plane.instance it belongs to; 0 = empty */
+    uint64_t tag;                   /* seq << 1 | lapsed it was built from */
     uint64_t generation, salt;
-    uint32_t cum[ARQ_MAX_SLOTS];
+    uint32_t n_slots;               /* 1..ARQ_MAX_SLOTS; 1 = baseline only */
     uint32_t variant[ARQ_MAX_SLOTS];
-    double knob[ARQ_MAX_SLOTS][ARQ_MAX_KNOBS];
+    uint64_t cut[ARQ_MAX_SLOTS - 1]; /* slot = #{i : hash >= cut[i]}; 2^32 (never) past n_slots - 1 */
+    double knob[ARQ_MAX_SLOTS][ARQ_MAX_KNOBS] __attribute__((aligned(64)));
 } arq_tcache;
 
-static __thread arq_tcache tc;
+/* The cache itself is general-dynamic TLS (any size is fine, also when libarqon.so is
+ * dlopen()ed). The hot path reaches it through one initial-exec pointer: an fs-relative load
+ * instead of a __tls_get_addr call per access in the shared-object build. Initial-exec TLS in
+ * a dlopen()ed library must fit glibc's static TLS surplus (at least 512 bytes kept for this),
+ * which is why only 8 bytes of it are used. In an executable both relax to local-exec. */
+static __thread arq_tcache tc_store;
+static __thread arq_tcache *tc_ptr __attribute__((tls_model("initial-exec")));
 
-static inline double clamp_knob(const arq_plane *p, unsigned k, double v) {
-    double lo = p->lo[k], hi = p->hi[k];
-    v = !(v >= lo) ? lo : (v > hi ? hi : v);   /* NaN -> lo: always inside bounds */
-    if (p->integer_mask & (1u << k)) {
-        v = rint(v);
-        if (v < lo) v += 1.0;
-        if (v > hi) v -= 1.0;
-    }
-    return v;
+/* Clamp to [lo, hi]; NaN -> lo. Written so the compiler emits maxsd/minsd (no branches):
+ * maxsd returns its second operand when either is NaN. */
+static inline double clamp_knob(double v, double lo, double hi) {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
 }
 
-static void ack_generation(arq_plane *p, uint64_t gen) {
-    uint64_t cur = ARQ_LOAD_RLX(&p->ctl->ack_generation);
-    while (gen > cur &&
-           !__atomic_compare_exchange_n(&p->ctl->ack_generation, &cur, gen, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
-    }
-}
+static inline uint64_t tcache_tag(uint64_t seq, uint32_t lapsed) { return seq << 1 | lapsed; }
 
 /* Word indices of the snapshot copy (little-endian, 8-byte words), from the generated layout. */
 #define W_GEN   (offsetof(arq_snapshot_copy, generation) / 8)
@@ -418,89 +422,124 @@ static void ack_generation(arq_plane *p, uint64_t gen) {
 #define W_GLOB  (offsetof(arq_snapshot_copy, global_knobs) / 8)
 #define W_ROWS  (offsetof(arq_snapshot_copy, knobs) / 8)
 _Static_assert(offsetof(arq_snapshot_copy, n_slots) % 8 == 0, "n_slots in the low half of its word");
+_Static_assert(W_VAR == W_CUM + ARQ_MAX_SLOTS / 2 && W_GLOB == W_VAR + ARQ_MAX_SLOTS / 2, "header words");
 _Static_assert(W_ROWS == W_GLOB + ARQ_MAX_KNOBS, "knob rows follow the global row");
+_Static_assert(ARQ_MAX_SLOTS == 4, "the header is read as 2 + 2 words of 32-bit pairs");
+_Static_assert(ARQ_MAX_KNOBS % 2 == 0, "knobs are clamped in pairs");
 
-static inline uint32_t w_u32(const uint64_t *w, size_t word, unsigned i) {
-    return (uint32_t)(w[word + i / 2] >> (32 * (i & 1)));
-}
-static inline double w_f64(const uint64_t *w, size_t i) {
+static inline double f64_of(uint64_t w) {
     double d;
-    memcpy(&d, &w[i], 8);
+    memcpy(&d, &w, 8);
     return d;
 }
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-static __attribute__((noinline)) void tcache_refresh(arq_plane *p, uint32_t lapsed) {
-    /* One seqlock read of what matters: header words, the global row and the rows of the
-     * slots in use (2 slots: 55 of 88 words). Words past that are never read. */
-    uint64_t w[sizeof(arq_snapshot_copy) / 8];
-    uint64_t seq;
+/* Rebuild this thread's cache from the snapshot whose seq the caller just loaded (acquire).
+ * Reads only what the view needs: 7 header words, then n_knobs words per slot in use (GLOBAL
+ * knobs from the global row instead): 8 knobs x 2 slots = 23 of the copy's 88 words. Values go
+ * straight into the cache, clamped on the way; a torn attempt is simply overwritten by the
+ * retry, and the tag that makes the cache valid is written only after a consistent read. */
+static __attribute__((noinline)) arq_tcache *tcache_refresh(arq_plane *p, uint64_t seq, uint32_t lapsed) {
+    arq_tcache *t = tc_ptr;
+    if (__builtin_expect(!t, 0)) tc_ptr = t = &tc_store;   /* first read of this thread */
+    if (t->instance != p->instance) {                      /* new plane: no stale knobs past n_knobs */
+        memset(t, 0, sizeof *t);
+        t->instance = p->instance;
+    }
+    const unsigned nk = p->n_knobs;
+    const uint32_t gmask = lapsed ? 0 : p->global_mask;   /* lapsed: GLOBAL knobs from slot 0 too */
+    uint64_t gen, salt, cw0, cw1, vw0, vw1;
+    uint32_t n;
     for (;;) {
-        seq = ARQ_LOAD_ACQ(&p->snap->seq);
         const uint64_t *src = (const uint64_t *)arq_snap_copy(p->snap, seq);
-        for (size_t i = 0; i < W_ROWS; i++) w[i] = ARQ_DATA_LOAD(&src[i]);
-        uint32_t n = (uint32_t)w[W_NSLOT];
-        size_t rows = (n >= 1 && n <= ARQ_MAX_SLOTS) ? n : 1;
-        for (size_t i = W_ROWS; i < W_ROWS + rows * ARQ_MAX_KNOBS; i++) w[i] = ARQ_DATA_LOAD(&src[i]);
-        ARQ_FENCE_ACQ();
-        if (ARQ_LOAD_RLX(&p->snap->seq) == seq) break;
+        gen = ARQ_DATA_LOAD(&src[W_GEN]);
+        salt = ARQ_DATA_LOAD(&src[W_SALT]);
+        n = (uint32_t)ARQ_DATA_LOAD(&src[W_NSLOT]);
+        cw0 = ARQ_DATA_LOAD(&src[W_CUM]);
+        cw1 = ARQ_DATA_LOAD(&src[W_CUM + 1]);
+        vw0 = ARQ_DATA_LOAD(&src[W_VAR]);
+        vw1 = ARQ_DATA_LOAD(&src[W_VAR + 1]);
+        /* Weights must be non-decreasing over the slots in use; anything else is a corrupt
+         * snapshot and, like a lapsed lease, serves the baseline only. */
+        uint32_t c[ARQ_MAX_SLOTS] = {(uint32_t)cw0, (uint32_t)(cw0 >> 32), (uint32_t)cw1, (uint32_t)(cw1 >> 32)};
+        int ok = n >= 1 && n <= ARQ_MAX_SLOTS;
+        for (uint32_t i = 1; ok && i + 1 < n; i++) ok = c[i] >= c[i - 1];
+        if (!ok || lapsed) n = 1;
+        for (uint32_t s = 0; s < n; s++) {
+            const uint64_t *row = src + W_ROWS + (size_t)s * ARQ_MAX_KNOBS;
+            double *out = t->knob[s];
+            /* Knobs in pairs (ARQ_MAX_KNOBS is even, so k + 1 stays inside the row): half the
+             * operations, and 16-byte stores that fill_view's 16-byte loads can be forwarded
+             * from (8-byte stores read back 16 bytes at a time stall until they reach L1). */
+            for (unsigned k = 0; k < nk; k += 2) {
+                const uint64_t *w0 = (gmask >> k) & 1 ? src + W_GLOB + k : row + k;
+                const uint64_t *w1 = (gmask >> (k + 1)) & 1 ? src + W_GLOB + k + 1 : row + k + 1;
+                double v0 = f64_of(ARQ_DATA_LOAD(w0)), v1 = f64_of(ARQ_DATA_LOAD(w1));
+#if defined(__SSE2__)
+                /* maxpd returns its second operand for NaN: NaN -> lo, as clamp_knob. */
+                __m128d v = _mm_max_pd(_mm_set_pd(v1, v0), _mm_load_pd(&p->lo[k]));
+                _mm_store_pd(&out[k], _mm_min_pd(v, _mm_load_pd(&p->hi[k])));
+#else
+                out[k] = clamp_knob(v0, p->lo[k], p->hi[k]);
+                out[k + 1] = clamp_knob(v1, p->lo[k + 1], p->hi[k + 1]);
+#endif
+            }
+        }
+        ARQ_FENCE_ACQ();                                   /* the loads above before the re-check */
+        uint64_t again = ARQ_LOAD_RLX(&p->snap->seq);
+        if (__builtin_expect(again == seq, 1)) break;
+        seq = ARQ_LOAD_ACQ(&p->snap->seq);                 /* overtaken by two publishes: retry */
     }
-    uint32_t n = (uint32_t)w[W_NSLOT];
-    int ok = n >= 1 && n <= ARQ_MAX_SLOTS;
-    for (uint32_t i = 1; ok && i + 1 < n; i++) ok = w_u32(w, W_CUM, i) >= w_u32(w, W_CUM, i - 1);
-    if (!ok || lapsed) n = 1;        /* corrupt weights or no lease: baseline only */
-    tc.plane = p;
-    tc.instance = p->instance;
-    tc.seq = seq;
-    tc.lapsed = lapsed;
-    tc.n_slots = n;
-    tc.generation = w[W_GEN];
-    tc.salt = w[W_SALT];
-    /* GLOBAL knobs take the global row while leased; slot 0's row when lapsed, so a lapse
-     * returns them to the baseline too. */
-    uint32_t gmask = lapsed ? 0 : p->global_mask;
-    for (uint32_t s = 0; s < n; s++) {
-        tc.cum[s] = w_u32(w, W_CUM, s);
-        tc.variant[s] = w_u32(w, W_VAR, s);
-        size_t row = W_ROWS + s * ARQ_MAX_KNOBS;
-        for (unsigned k = 0; k < p->n_knobs; k++)
-            tc.knob[s][k] = clamp_knob(p, k, w_f64(w, (gmask >> k) & 1 ? W_GLOB + k : row + k));
+    /* Rounding after the consistent read: clamped values lie in whole-number bounds, so the
+     * nearest whole number does too. */
+    for (uint32_t m = p->integer_mask; m; m &= m - 1) {
+        unsigned k = (unsigned)__builtin_ctz(m);
+        for (uint32_t s = 0; s < n; s++) t->knob[s][k] = rint(t->knob[s][k]);
     }
+    uint32_t c[ARQ_MAX_SLOTS] = {(uint32_t)cw0, (uint32_t)(cw0 >> 32), (uint32_t)cw1, (uint32_t)(cw1 >> 32)};
+    uint32_t v[ARQ_MAX_SLOTS] = {(uint32_t)vw0, (uint32_t)(vw0 >> 32), (uint32_t)vw1, (uint32_t)(vw1 >> 32)};
+    for (uint32_t i = 0; i < ARQ_MAX_SLOTS - 1; i++) t->cut[i] = i + 1 < n ? c[i] : 1ull << 32;
+    for (uint32_t i = 0; i < ARQ_MAX_SLOTS; i++) t->variant[i] = v[i];
+    t->generation = gen;
+    t->salt = salt;
+    t->n_slots = n;
+    t->tag = tcache_tag(seq, lapsed);
+    return t;
 }
-#pragma GCC diagnostic pop
 
-static inline int tcache_fresh(arq_plane *p, uint32_t *lapsed_out) {
+/* This thread's cache if it is current for `p`, else the rebuilt one. */
+static inline arq_tcache *tcache_fresh(arq_plane *p) {
     uint64_t seq = ARQ_LOAD_ACQ(&p->snap->seq);
     uint32_t lapsed = ARQ_LOAD_RLX(&p->lapsed);
-    *lapsed_out = lapsed;
-    return tc.plane == p && tc.instance == p->instance && tc.seq == seq && tc.lapsed == lapsed;
+    arq_tcache *t = tc_ptr;
+    if (__builtin_expect(t && t->instance == p->instance && t->tag == tcache_tag(seq, lapsed), 1)) return t;
+    return tcache_refresh(p, seq, lapsed);
 }
 
-static inline void fill_view(arq_view *out, uint32_t slot) {
-    out->generation = tc.generation;
+static inline void fill_view(const arq_tcache *t, arq_view *out, uint32_t slot) {
+    out->generation = t->generation;
     out->slot = slot;
-    out->variant = tc.variant[slot];
-    memcpy(out->knob, tc.knob[slot], sizeof out->knob);
+    out->variant = t->variant[slot];
+    memcpy(out->knob, t->knob[slot], sizeof out->knob);
 }
 
 ARQ_API int arq_read(arq_plane *p, uint64_t key, arq_view *out) {
-    uint32_t lapsed;
-    if (__builtin_expect(!tcache_fresh(p, &lapsed), 0)) tcache_refresh(p, lapsed);
+    arq_tcache *t = tcache_fresh(p);
     uint32_t slot = 0;
-    if (tc.n_slots > 1) {
-        uint32_t h = slot_hash(key, tc.salt);
-        while (slot + 1 < tc.n_slots && h >= tc.cum[slot]) slot++;
+    if (t->n_slots > 1) {
+        /* Cuts are non-decreasing, so counting the ones at or below the hash gives the same
+         * slot as walking them, without a data-dependent branch (2 slots at 50/50 would
+         * mispredict every other read). */
+        uint64_t h = slot_hash(key, t->salt);
+        slot = (uint32_t)(h >= t->cut[0]) + (uint32_t)(h >= t->cut[1]) + (uint32_t)(h >= t->cut[2]);
     }
-    fill_view(out, slot);
+    fill_view(t, out, slot);
     return ARQ_OK;
 }
 
 ARQ_API int arq_read_slot(arq_plane *p, unsigned slot, arq_view *out) {
-    uint32_t lapsed;
-    if (!tcache_fresh(p, &lapsed)) tcache_refresh(p, lapsed);
-    if (slot >= tc.n_slots) return ARQ_ESLOT;
-    fill_view(out, slot);
+    arq_tcache *t = tcache_fresh(p);
+    if (slot >= t->n_slots) return ARQ_ESLOT;
+    fill_view(t, out, slot);
     return ARQ_OK;
 }
 
@@ -538,6 +577,13 @@ ARQ_API uint64_t arq_drops(const arq_plane *p, unsigned ring) {
 }
 
 /* ---- housekeeping --------------------------------------------------------------------- */
+
+static void ack_generation(arq_plane *p, uint64_t gen) {
+    uint64_t cur = ARQ_LOAD_RLX(&p->ctl->ack_generation);
+    while (gen > cur &&
+           !__atomic_compare_exchange_n(&p->ctl->ack_generation, &cur, gen, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+    }
+}
 
 ARQ_API void arq_tick(arq_plane *p) {
     uint64_t now = mono_ns();
