@@ -79,6 +79,8 @@ class Daemon:
         self.skipped_records = 0
         self.manual_seq = 0
         self.operator_queue: list = []
+        # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
+        self.timings: dict[str, list[float]] = {"summarize": [], "t1_step": [], "t2_decision": [], "t1_apply": []}
 
     # ---- ledger -------------------------------------------------------------------------
 
@@ -166,6 +168,22 @@ class Daemon:
         if out.evaluations and self.driver is not None:
             self.driver.on_evaluations(out.evaluations)
 
+    def _time(self, key: str, seconds: float) -> None:
+        xs = self.timings[key]
+        xs.append(seconds)
+        if len(xs) > 2000:
+            del xs[:1000]
+
+    def timing_summary(self) -> dict[str, dict[str, float]]:
+        """p50/p99/max in microseconds of each decision-path stage over the last samples."""
+        out = {}
+        for k, xs in self.timings.items():
+            if xs:
+                ys = sorted(xs)
+                out[k] = {"n": len(ys), "p50_us": ys[len(ys) // 2] * 1e6,
+                          "p99_us": ys[min(len(ys) - 1, int(len(ys) * 0.99))] * 1e6, "max_us": ys[-1] * 1e6}
+        return out
+
     def cycle(self) -> None:
         now = time.monotonic_ns()
         if self.seg is None:
@@ -180,13 +198,17 @@ class Daemon:
         self.last_cycle_ns = now
         batches = [seg.drain(r).copy() for r in range(seg.n_rings)]
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
+        t0 = time.perf_counter()
         slots, _used, skipped = summarize(batches, tuple(f.name for f in seg.declaration.fields),
                                           self.generation, settle_from, window)
+        t1 = time.perf_counter()
+        self._time("summarize", t1 - t0)
         self.skipped_records += skipped
         st = seg.plane_state()
         lease_ok = st.lease_state == spec.LEASE_ACTIVE or self.generation == 0
         out = ex.step(now, CycleInput(now, self.generation, slots, st.ack_generation, lease_ok))
         self._handle(now, out)
+        self._time("t1_step", time.perf_counter() - t1)
         for s in slots:
             self.last_stats[s.slot] = s
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
@@ -206,9 +228,13 @@ class Daemon:
                 names = [k.name for k in seg.declaration.knobs]
                 baseline = dict(zip(names, st0.baseline))
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
+                t2 = time.perf_counter()
                 p = self.driver.next_proposal(baseline, bv)
+                t3 = time.perf_counter()
                 if p is not None:
+                    self._time("t2_decision", t3 - t2)
                     self.driver.on_verdict(self._submit(now, p))
+                    self._time("t1_apply", time.perf_counter() - t3)
         seg.renew_lease(now + int(self.g.lease.duration_s * NS))
         seg.heartbeat(now)
         dt = (time.monotonic_ns() - now) / 1e9
@@ -340,6 +366,8 @@ class Daemon:
             return self.command(cmd)
         if cmd == "reload":
             return self.reload()
+        if cmd == "timings":
+            return self.timing_summary()
         if cmd == "propose":
             return await self.propose(args)
         if cmd == "catalog":
@@ -370,7 +398,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         host, _, port = self.metrics_address.rpartition(":")
         self.metrics_server, self.metrics_port = serve_metrics(self.metrics.registry, host or "127.0.0.1", int(port))
-        control = ControlServer(self.control_path, self.handle, commands=COMMANDS + ("propose",))
+        control = ControlServer(self.control_path, self.handle, commands=COMMANDS + ("propose", "timings"))
         await control.start()
         sdnotify.status(f"waiting for /arqon.{self.g.target}")
         pacer = None
