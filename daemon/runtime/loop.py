@@ -28,7 +28,7 @@ from daemon import __version__
 from daemon.runtime import sdnotify
 from daemon.runtime.control import COMMANDS, CommandError, ControlServer, socket_path
 from daemon.runtime.metrics import Metrics, serve as serve_metrics
-from daemon.runtime.status import (AuditStatus, ConfigStatus, CycleStatus, KnobStatus, LeaseStatus,
+from daemon.runtime.status import (AuditStatus, BusStatus, ConfigStatus, CycleStatus, KnobStatus, LeaseStatus,
                                    RingStatus, RuntimeStatus, SlotStatus, Statistic)
 from daemon.runtime.summarize import summarize
 from daemon.tier1 import events as ev
@@ -81,6 +81,8 @@ class Daemon:
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
         self.timings: dict[str, list[float]] = {"summarize": [], "t1_step": [], "t2_decision": [], "t1_apply": []}
+        self.bus = None
+        self.last_summary_ns = 0
 
     # ---- ledger -------------------------------------------------------------------------
 
@@ -101,6 +103,8 @@ class Daemon:
                     self._handle(now, self.ex.command(now, Command("enter_safe_mode", "runtime", "audit queue full")),
                                  record=False)
             self._count(e)
+        if self.bus is not None and events:
+            self._bus_events(events)
 
     def _count(self, e) -> None:
         tag = type(e).__name__
@@ -115,6 +119,55 @@ class Daemon:
                 self.metrics.count_breach(name)
         elif tag == "SafeModeEntered":
             self.safe_mode_reason = getattr(e, "reason", "")
+
+    # ---- bus (optional; never on the decision path: publish calls only append to a queue) ----
+
+    def _start_bus(self) -> None:
+        b = self.g.bus
+        if not b.enabled:
+            return
+        from daemon.runtime.bus import BusConfig, BusPublisher
+        spool = b.spool_dir or os.path.join(os.path.dirname(os.path.abspath(self.audit_path)), "bus-spool")
+        try:
+            cfg = BusConfig(url=b.url, room=b.room or f"prod:{self.g.target}", jwt_file=b.token_file,
+                            summary_hz=b.summary_hz, spool_dir=spool, scope=self.g.target)
+        except ValueError as e:
+            raise SystemExit(f"{self.config_path}: {e}; not started") from None
+        self.bus = BusPublisher(cfg).start()
+
+    _CHANNELS = {"ProposalEvent": "proposals", "ValidationVerdict": "proposals", "Evaluation": "evaluations",
+                 "JudgeVerdict": "evaluations", "Transition": "rollouts", "Promotion": "rollouts",
+                 "Rollback": "rollouts", "Apply": "config_state", "SafeModeEntered": "alerts",
+                 "KillSwitch": "alerts"}
+
+    def _bus_events(self, events: list) -> None:
+        for e in events:
+            name = type(e).__name__
+            if name in ("Digest", "Ack"):
+                continue                      # high-rate bookkeeping stays in the ledger
+            md = {"run_id": getattr(e, "run_id", ""), "change_kind": "knob"}
+            pid = getattr(e, "proposal_id", "")
+            if pid:
+                md["proposal_id"] = pid
+            body = msgspec.to_builtins(e)
+            self.bus.publish_event(self._CHANNELS.get(name, "audit"), body, md)
+            if name in ("Rollback", "Promotion", "Transition"):
+                self.bus.publish_event("audit", body, md)
+
+    def _bus_summary(self, now: int) -> None:
+        if now - self.last_summary_ns < NS / self.g.bus.summary_hz:
+            return
+        self.last_summary_ns = now
+        ex = self.ex
+        snap = ex.snapshot
+        d = self.seg.declaration
+        self.bus.publish_summary({
+            "target": self.g.target, "generation": self.generation, "rollout_state": ex.mstate.value,
+            "baseline": dict(zip((k.name for k in d.knobs), ex.state.baseline)),
+            "slots": [{"weight": s.weight, "variant": s.variant} for s in snap.slots] if snap else [],
+            "telemetry": {str(sl): {f: {"count": fs.count, "mean": fs.mean, "p99": fs.p99} for f, fs in t.fields.items()}
+                          for sl, t in sorted(self.last_stats.items())},
+        }, {"run_id": ex.run_id})
 
     # ---- attach ------------------------------------------------------------------------
 
@@ -237,6 +290,12 @@ class Daemon:
                     self._time("t1_apply", time.perf_counter() - t3)
         seg.renew_lease(now + int(self.g.lease.duration_s * NS))
         seg.heartbeat(now)
+        if self.bus is not None:
+            self._bus_summary(now)
+        if self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
+            # disk full, unwritable path or a full queue: audit is sacred, so stop changing things
+            err = self.ledger.state.error or "audit queue full"
+            self._handle(now, ex.command(now, Command("enter_safe_mode", "runtime", f"audit ledger unhealthy: {err}")))
         dt = (time.monotonic_ns() - now) / 1e9
         self.cycle_times.append(dt)
         if len(self.cycle_times) > 2000:
@@ -256,7 +315,12 @@ class Daemon:
             ls = self.ledger.state
             aud = AuditStatus(depth=ls.depth, high_water=ls.high_water_total, capacity=ls.capacity,
                               healthy=ls.healthy)
-        base = RuntimeStatus(target=self.g.target, version=__version__, config=cfg, cycle=cyc, audit=aud,
+        bus = BusStatus(enabled=False)
+        if self.bus is not None:
+            bs = self.bus.state
+            bus = BusStatus(enabled=True, connected=bs.connected, queued=bs.pending_events + bs.inbox_depth,
+                            dropped=bs.dropped_events_total + bs.dropped_summaries_total, spooled=bs.spooled_total)
+        base = RuntimeStatus(target=self.g.target, version=__version__, config=cfg, cycle=cyc, audit=aud, bus=bus,
                              uptime_s=time.monotonic() - self.started_mono)
         if seg is None or ex is None:
             return base
@@ -400,6 +464,7 @@ class Daemon:
         self.metrics_server, self.metrics_port = serve_metrics(self.metrics.registry, host or "127.0.0.1", int(port))
         control = ControlServer(self.control_path, self.handle, commands=COMMANDS + ("propose", "timings"))
         await control.start()
+        self._start_bus()
         sdnotify.status(f"waiting for /arqon.{self.g.target}")
         pacer = None
         wd = sdnotify.watchdog_interval()
@@ -441,6 +506,8 @@ class Daemon:
             self.shutdown()
             await control.close()
             self.metrics_server.shutdown()
+            if self.bus is not None:
+                self.bus.stop(5.0)
 
     def _sighup(self) -> None:
         try:

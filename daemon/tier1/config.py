@@ -167,10 +167,14 @@ class Cycle(msgspec.Struct, **_S):
 
 
 class Bus(msgspec.Struct, **_S):
+    """ArqonBus (optional, outbound): summaries at `summary_hz`, governance and audit events.
+    The daemon runs and stays safe with the bus down; events are spooled and resent."""
     enabled: bool = False
     url: str = "ws://127.0.0.1:9100"
-    room: str = "arqond"
-    token_file: Optional[str] = None
+    room: Optional[str] = None           # default prod:<target>
+    token_file: Optional[str] = None     # HS256 JWT, sent as Authorization: Bearer
+    summary_hz: float = 2.0              # 1-10 Hz: summaries, never per-tick data
+    spool_dir: Optional[str] = None      # default: <audit dir>/bus-spool
 
 
 class Tuning(msgspec.Struct, **_S):
@@ -453,6 +457,12 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(("anti_thrashing", "cooldown_s"), at.cooldown_s, "a number >= 0")
     if not 0 <= at.hysteresis < 1:
         e(("anti_thrashing", "hysteresis"), at.hysteresis, "a ratio of max_delta in [0, 1)")
+    if g.bus.room is not None and not re.fullmatch(r"(prod|staging|sandbox):[A-Za-z0-9_.-]+|omega:lab", g.bus.room):
+        e(("bus", "room"), g.bus.room, "prod:<service>, staging:<service>, sandbox:<service> or omega:lab")
+    if not g.bus.url.startswith(("ws://", "wss://")):
+        e(("bus", "url"), g.bus.url, "a ws:// or wss:// URL")
+    if not 0 < g.bus.summary_hz <= 10:
+        e(("bus", "summary_hz"), g.bus.summary_hz, "a rate in (0, 10] Hz")
     for i, name in enumerate(g.tuning.knobs):
         if name not in g.knobs:
             e(("tuning", "knobs", i), name, f"an allowlisted knob (one of: {', '.join(sorted(g.knobs)) or 'none'})")
