@@ -19,10 +19,12 @@ target: {name}
 knobs:
   diffusion: {{min: 0.05, max: 1.0}}
   decay: {{min: 0.02, max: 0.8}}
+  noise: {{max: 0.5}}
 objective: {{direction: minimize, terms: [{{field: error, stat: mean, weight: 1.0}}]}}
 slos:
   - {{name: instability, field: instability, stat: mean, max: 0.05, min_samples: 20}}
-rollout: {{canary_steps: [0.1, 1.0], min_blocks: 4, block_s: 0.1, bake_s: 0.2, probe_window_s: 0.2}}
+rollout: {{canary_steps: [0.1, 1.0], min_blocks: 4, block_s: 0.1, bake_s: 0.2, probe_window_s: 0.2, effect_margin: 0.3,
+          step_deadline_s: 8}}
 lease: {{duration_s: 0.3}}
 audit: {{path: {tmp}/audit.log}}
 metrics: {{address: "127.0.0.1:{port}"}}
@@ -61,8 +63,8 @@ class Daemon:
     def write(self, extra: str = "", period: float = 0.01) -> None:
         self.cfg.write_text(BASE.format(name=self.name, tmp=self.tmp, port=self.port, period=period, extra=extra))
 
-    def start(self) -> "Daemon":
-        self.proc = subprocess.Popen(ARQOND + ["run", "-c", str(self.cfg), "--control-socket", str(self.sock)],
+    def start(self, *flags: str) -> "Daemon":
+        self.proc = subprocess.Popen(ARQOND + ["run", "-c", str(self.cfg), "--control-socket", str(self.sock), *flags],
                                      cwd=ROOT, stdout=open(self.tmp / "d.log", "ab"), stderr=subprocess.STDOUT)
         _wait(lambda: self.sock.exists() and self.status().get("attached"), 15, "attach")
         return self
@@ -146,3 +148,46 @@ def test_bus_receives_valid_envelopes_and_a_down_bus_changes_nothing(universe, t
         assert st["bus"]["enabled"] and not st["bus"]["connected"]
     finally:
         assert d2.stop() == 0
+
+
+def test_data_plane_restart_is_reattached_with_the_baseline_restored(tmp_path):
+    name = unique_name("re")
+
+    def start_plane():
+        p = subprocess.Popen([str(UNIVERSE), "--name", name, "--scenario", "short", "--duration", "120"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert p.stdout.readline().startswith("ready")
+        return p
+
+    p1 = start_plane()
+    d = Daemon(tmp_path, name).start("--no-tuning")
+    try:
+        epoch1 = d.status()["epoch"]
+        res = _ctl(d.sock, "propose", name, "--set", "noise=0.0")     # less noise: closer to the target
+        assert res["accepted"], res
+        ended = _wait(lambda: [e for e in _events(tmp_path / "audit.log") if e.get("proposal_id") == res["proposal_id"]
+                               and e["event"] in ("promotion", "rollback")], 15, "the rollout to end")
+        assert ended[0]["event"] == "promotion", ended[0]
+        base = {k["name"]: k["baseline"] for k in d.status()["knobs"]}
+        assert base["noise"] == 0.0
+        p1.kill()                                   # the data plane dies (kill -9) ...
+        p1.wait()
+        p1.stdout.close()
+        p2 = start_plane()                          # ... and comes back: new segment, new epoch
+        try:
+            _wait(lambda: d.status().get("attached") and d.status()["epoch"] != epoch1, 15, "re-attach")
+            st = d.status()
+            assert {k["name"]: k["baseline"] for k in st["knobs"]} == base
+            with Segment.attach(name) as seg:
+                _wait(lambda: seg.read_snapshot()[1].slots[0].knobs[seg.declaration.knob_index("noise")] == 0.0, 5,
+                      "baseline published to the new data plane")
+        finally:
+            assert d.stop() == 0
+            p2.send_signal(signal.SIGTERM)
+            p2.wait(10)
+            p2.stdout.close()
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+        if p1.poll() is None:
+            p1.kill()
