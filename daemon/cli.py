@@ -14,6 +14,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="arqond: safe, machine-speed self-tuning for a native service.")
 
 
+def _load_config(file: Path):
+    """Load a guardrails file or exit 1 with every problem (file:line, key path, found, expected)."""
+    from daemon.tier1.config import ConfigError, load_guardrails
+    try:
+        return load_guardrails(file)
+    except ConfigError as e:
+        for m in e.errors:
+            typer.echo(m, err=True)
+        raise typer.Exit(1)
+    except OSError as e:
+        typer.echo(f"{file}: cannot read: {e.strerror}", err=True)
+        raise typer.Exit(1)
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -57,16 +71,8 @@ def inspect(name: str = typer.Argument(..., help="segment name (the data plane's
 def check(file: Path = typer.Argument(Path("guardrails.yaml"), help="guardrails file"),
           against: Optional[str] = typer.Option(None, "--against", help="also check against a live segment's declaration")):
     """Validate a guardrails file (and optionally against a live data plane). Exit 1 on any problem."""
-    from daemon.tier1.config import ConfigError, check_against, load_guardrails
-    try:
-        g = load_guardrails(file)
-    except ConfigError as e:
-        for m in e.errors:
-            typer.echo(m, err=True)
-        raise typer.Exit(1)
-    except OSError as e:
-        typer.echo(f"{file}: cannot read: {e.strerror}", err=True)
-        raise typer.Exit(1)
+    from daemon.tier1.config import check_against
+    g = _load_config(file)
     if against:
         from shm_layout.segment import AttachError, Segment
         try:
@@ -256,13 +262,8 @@ def catalog_list(config: Path = typer.Option(Path("guardrails.yaml"), "--config"
                  as_json: bool = typer.Option(False, "--json")):
     """Catalog entries and their lifecycle state (only Approved/Promoted are eligible online)."""
     import msgspec
-    from daemon.tier1.config import ELIGIBLE_STATES, ConfigError, load_guardrails
-    try:
-        g = load_guardrails(config)
-    except ConfigError as e:
-        for m in e.errors:
-            typer.echo(m, err=True)
-        raise typer.Exit(1)
+    from daemon.tier1.config import ELIGIBLE_STATES
+    g = _load_config(config)
     rows = [msgspec.to_builtins(c) for c in g.catalog.variants]
     if as_json:
         _print_json(rows)

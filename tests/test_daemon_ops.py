@@ -12,7 +12,7 @@ import pytest
 from shm_layout.segment import Segment
 from tests.fakebus import FakeBus
 from tests.planeproc import ROOT, unique_name
-from tests.test_daemon_e2e import ARQOND, UNIVERSE, _ctl, _events, _free_port, _wait
+from tests.test_daemon_e2e import ARQOND, UNIVERSE, _ctl, _events, _free_port, _wait, plane  # noqa: F401 (fixture)
 
 BASE = """
 target: {name}
@@ -35,20 +35,8 @@ tuning: {{seed: 2, knobs: [diffusion, decay], rollout_every: 2}}
 
 
 @pytest.fixture
-def universe():
-    if not UNIVERSE.exists():
-        pytest.fail(f"{UNIVERSE} missing: run `make native`")
-    name = unique_name("ops")
-    p = subprocess.Popen([str(UNIVERSE), "--name", name, "--scenario", "short", "--duration", "120"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert p.stdout.readline().startswith("ready")
-    yield name
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    p.stdout.close()
+def universe(plane):
+    return plane[0]
 
 
 class Daemon:
@@ -166,7 +154,7 @@ def test_data_plane_restart_is_reattached_with_the_baseline_restored(tmp_path):
         res = _ctl(d.sock, "propose", name, "--set", "noise=0.0")     # less noise: closer to the target
         assert res["accepted"], res
         ended = _wait(lambda: [e for e in _events(tmp_path / "audit.log") if e.get("proposal_id") == res["proposal_id"]
-                               and e["event"] in ("promotion", "rollback")], 15, "the rollout to end")
+                               and e["event"] in ("promotion", "rollback")], 30, "the rollout to end")
         assert ended[0]["event"] == "promotion", ended[0]
         base = {k["name"]: k["baseline"] for k in d.status()["knobs"]}
         assert base["noise"] == 0.0
@@ -175,7 +163,7 @@ def test_data_plane_restart_is_reattached_with_the_baseline_restored(tmp_path):
         p1.stdout.close()
         p2 = start_plane()                          # ... and comes back: new segment, new epoch
         try:
-            _wait(lambda: d.status().get("attached") and d.status()["epoch"] != epoch1, 15, "re-attach")
+            _wait(lambda: d.status().get("attached") and d.status()["epoch"] != epoch1, 30, "re-attach")
             st = d.status()
             assert {k["name"]: k["baseline"] for k in st["knobs"]} == base
             with Segment.attach(name) as seg:
