@@ -384,34 +384,74 @@ ARQ_API void arq_close(arq_plane *p) {
 
 /* One thread's validated copy of the current snapshot: knob values already merged (GLOBAL
  * knobs from the global row), clamped to the declared bounds and rounded, so an unchanged read
- * is a tag compare, a branch-free slot pick and one copy. Rebuilt when the seq or the lease
- * state changes; only by its own thread, so it needs no synchronisation. */
+ * is a tag compare, a branch-free slot pick and one copy. Built lazily: a change of seq or
+ * lease state re-reads the header, and each slot's knobs are prepared by the first read that
+ * needs that slot. Only its own thread touches it, so it needs no synchronisation. */
 typedef struct {
     uint64_t instance;              /* arq_plane.instance it belongs to; 0 = empty */
-    uint64_t tag;                   /* seq << 1 | lapsed it was built from */
+    uint64_t tag;                   /* seq << 1 | lapsed the header was read from; ~0 = none */
     uint64_t generation, salt;
     uint32_t n_slots;               /* 1..ARQ_MAX_SLOTS; 1 = baseline only */
-    uint32_t variant[ARQ_MAX_SLOTS];
+    uint32_t ready;                 /* bit s: knob[s] prepared for this tag */
     uint64_t cut[ARQ_MAX_SLOTS - 1]; /* slot = #{i : hash >= cut[i]}; 2^32 (never) past n_slots - 1 */
-    double knob[ARQ_MAX_SLOTS][ARQ_MAX_KNOBS] __attribute__((aligned(64)));
+    uint32_t variant[ARQ_MAX_SLOTS];
+    double knob[ARQ_MAX_SLOTS][ARQ_MAX_KNOBS] __attribute__((aligned(64)));  /* 0 past n_knobs */
 } arq_tcache;
 
-/* The cache itself is general-dynamic TLS (any size is fine, also when libarqon.so is
- * dlopen()ed). The hot path reaches it through one initial-exec pointer: an fs-relative load
- * instead of a __tls_get_addr call per access in the shared-object build. Initial-exec TLS in
- * a dlopen()ed library must fit glibc's static TLS surplus (at least 512 bytes kept for this),
- * which is why only 8 bytes of it are used. In an executable both relax to local-exec. */
-static __thread arq_tcache tc_store;
+#define ARQ_TAG_NONE (~0ull)        /* no seq << 1 | lapsed reaches it */
+#define ARQ_BY_KEY   (~0u)          /* read_slow: pick the slot from the key */
+
+/* Where a thread's cache lives. The hot path reaches it through one initial-exec TLS pointer:
+ * an fs-relative load, where the default (general-dynamic) model costs a __tls_get_addr call
+ * per read in the shared-object build (+4 ns measured). A dlopen()ed library's whole TLS block
+ * must then fit glibc's static TLS surplus (a few hundred bytes, shared by every such library),
+ * so the block is this one pointer and the cache itself is heap memory, allocated by a thread's
+ * first read (once, as glibc does for a dlopen()ed library's TLS) and freed at thread exit. */
 static __thread arq_tcache *tc_ptr __attribute__((tls_model("initial-exec")));
+static pthread_key_t tc_key;               /* its destructor frees a thread's cache */
+static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
+static int tc_key_ok;
+
+static void tc_free(void *t) {
+    tc_ptr = NULL;                         /* a later destructor that reads gets a new one */
+    free(t);
+}
+static void tc_key_init(void) { tc_key_ok = pthread_key_create(&tc_key, tc_free) == 0; }
+/* dlclose(): threads still running must not call tc_free from unmapped code at their exit;
+ * their caches leak instead. */
+__attribute__((destructor)) static void tc_unload(void) {
+    if (tc_key_ok) pthread_key_delete(tc_key);
+}
+
+static arq_tcache *tcache_new(void) {
+    pthread_once(&tc_once, tc_key_init);
+    arq_tcache *t = NULL;
+    if (!tc_key_ok || posix_memalign((void **)&t, ARQ_CACHELINE, sizeof *t)) return NULL;
+    if (pthread_setspecific(tc_key, t)) {
+        free(t);
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);               /* instance 0: belongs to no plane yet */
+    tc_ptr = t;
+    return t;
+}
 
 /* Clamp to [lo, hi]; NaN -> lo. Written so the compiler emits maxsd/minsd (no branches):
- * maxsd returns its second operand when either is NaN. */
+ * maxsd returns its second operand when either is NaN. Used where SSE2 is not available. */
 static inline double clamp_knob(double v, double lo, double hi) {
     v = v > lo ? v : lo;
     return v < hi ? v : hi;
 }
 
 static inline uint64_t tcache_tag(uint64_t seq, uint32_t lapsed) { return seq << 1 | lapsed; }
+
+/* Cuts are non-decreasing, so counting the ones at or below the hash gives the same slot as
+ * walking them, without a data-dependent branch (2 slots at 50/50 would mispredict every other
+ * read). */
+static inline uint32_t pick_slot(uint64_t key, uint64_t salt, const uint64_t *cut) {
+    uint64_t h = slot_hash(key, salt);
+    return (uint32_t)(h >= cut[0]) + (uint32_t)(h >= cut[1]) + (uint32_t)(h >= cut[2]);
+}
 
 /* Word indices of the snapshot copy (little-endian, 8-byte words), from the generated layout. */
 #define W_GEN   (offsetof(arq_snapshot_copy, generation) / 8)
@@ -433,86 +473,55 @@ static inline double f64_of(uint64_t w) {
     return d;
 }
 
-/* Rebuild this thread's cache from the snapshot whose seq the caller just loaded (acquire).
- * Reads only what the view needs: 7 header words, then n_knobs words per slot in use (GLOBAL
- * knobs from the global row instead): 8 knobs x 2 slots = 23 of the copy's 88 words. Values go
- * straight into the cache, clamped on the way; a torn attempt is simply overwritten by the
- * retry, and the tag that makes the cache valid is written only after a consistent read. */
-static __attribute__((noinline)) arq_tcache *tcache_refresh(arq_plane *p, uint64_t seq, uint32_t lapsed) {
-    arq_tcache *t = tc_ptr;
-    if (__builtin_expect(!t, 0)) tc_ptr = t = &tc_store;   /* first read of this thread */
-    if (t->instance != p->instance) {                      /* new plane: no stale knobs past n_knobs */
-        memset(t, 0, sizeof *t);
-        t->instance = p->instance;
-    }
-    const unsigned nk = p->n_knobs;
-    const uint32_t gmask = lapsed ? 0 : p->global_mask;   /* lapsed: GLOBAL knobs from slot 0 too */
-    uint64_t gen, salt, cw0, cw1, vw0, vw1;
-    uint32_t n;
-    for (;;) {
-        const uint64_t *src = (const uint64_t *)arq_snap_copy(p->snap, seq);
-        gen = ARQ_DATA_LOAD(&src[W_GEN]);
-        salt = ARQ_DATA_LOAD(&src[W_SALT]);
-        n = (uint32_t)ARQ_DATA_LOAD(&src[W_NSLOT]);
-        cw0 = ARQ_DATA_LOAD(&src[W_CUM]);
-        cw1 = ARQ_DATA_LOAD(&src[W_CUM + 1]);
-        vw0 = ARQ_DATA_LOAD(&src[W_VAR]);
-        vw1 = ARQ_DATA_LOAD(&src[W_VAR + 1]);
-        /* Weights must be non-decreasing over the slots in use; anything else is a corrupt
-         * snapshot and, like a lapsed lease, serves the baseline only. */
-        uint32_t c[ARQ_MAX_SLOTS] = {(uint32_t)cw0, (uint32_t)(cw0 >> 32), (uint32_t)cw1, (uint32_t)(cw1 >> 32)};
-        int ok = n >= 1 && n <= ARQ_MAX_SLOTS;
-        for (uint32_t i = 1; ok && i + 1 < n; i++) ok = c[i] >= c[i - 1];
-        if (!ok || lapsed) n = 1;
-        for (uint32_t s = 0; s < n; s++) {
-            const uint64_t *row = src + W_ROWS + (size_t)s * ARQ_MAX_KNOBS;
-            double *out = t->knob[s];
-            /* Knobs in pairs (ARQ_MAX_KNOBS is even, so k + 1 stays inside the row): half the
-             * operations, and 16-byte stores that fill_view's 16-byte loads can be forwarded
-             * from (8-byte stores read back 16 bytes at a time stall until they reach L1). */
-            for (unsigned k = 0; k < nk; k += 2) {
-                const uint64_t *w0 = (gmask >> k) & 1 ? src + W_GLOB + k : row + k;
-                const uint64_t *w1 = (gmask >> (k + 1)) & 1 ? src + W_GLOB + k + 1 : row + k + 1;
-                double v0 = f64_of(ARQ_DATA_LOAD(w0)), v1 = f64_of(ARQ_DATA_LOAD(w1));
+/* Clamp (and round, if `imask` has their bits) knobs k and k + 1 into out[k], out[k + 1]. */
+static inline __attribute__((always_inline)) void clamp_pair(const arq_plane *p, unsigned k, uint64_t w0,
+                                                             uint64_t w1, uint32_t imask, double *out) {
+    double v0 = f64_of(w0), v1 = f64_of(w1);
 #if defined(__SSE2__)
-                /* maxpd returns its second operand for NaN: NaN -> lo, as clamp_knob. */
-                __m128d v = _mm_max_pd(_mm_set_pd(v1, v0), _mm_load_pd(&p->lo[k]));
-                _mm_store_pd(&out[k], _mm_min_pd(v, _mm_load_pd(&p->hi[k])));
+    /* maxpd returns its second operand for NaN: NaN -> lo, as clamp_knob. */
+    __m128d v = _mm_max_pd(_mm_set_pd(v1, v0), _mm_load_pd(&p->lo[k]));
+    v = _mm_min_pd(v, _mm_load_pd(&p->hi[k]));
+    if ((imask >> k) & 3) {
+        /* rint without SSE4.1: (v + M) - M with M = copysign(2^52, v) rounds to the nearest
+         * whole number (ties to even, as rint) when |v| < 2^52; larger values are whole
+         * already. Bounds are whole numbers, so the result stays inside them. */
+        const __m128d sign = _mm_set1_pd(-0.0), big = _mm_set1_pd(4503599627370496.0);
+        __m128d m = _mm_or_pd(_mm_and_pd(v, sign), big);
+        __m128d r = _mm_sub_pd(_mm_add_pd(v, m), m);
+        __m128d lanes = _mm_castsi128_pd(_mm_set_epi64x(-(long long)((imask >> (k + 1)) & 1),
+                                                        -(long long)((imask >> k) & 1)));
+        __m128d use = _mm_and_pd(lanes, _mm_cmplt_pd(_mm_andnot_pd(sign, v), big));
+        v = _mm_or_pd(_mm_and_pd(use, r), _mm_andnot_pd(use, v));
+    }
+    _mm_store_pd(&out[k], v);
 #else
-                out[k] = clamp_knob(v0, p->lo[k], p->hi[k]);
-                out[k + 1] = clamp_knob(v1, p->lo[k + 1], p->hi[k + 1]);
+    v0 = clamp_knob(v0, p->lo[k], p->hi[k]);
+    v1 = clamp_knob(v1, p->lo[k + 1], p->hi[k + 1]);
+    out[k] = (imask >> k) & 1 ? rint(v0) : v0;
+    out[k + 1] = (imask >> (k + 1)) & 1 ? rint(v1) : v1;
 #endif
-            }
-        }
-        ARQ_FENCE_ACQ();                                   /* the loads above before the re-check */
-        uint64_t again = ARQ_LOAD_RLX(&p->snap->seq);
-        if (__builtin_expect(again == seq, 1)) break;
-        seq = ARQ_LOAD_ACQ(&p->snap->seq);                 /* overtaken by two publishes: retry */
-    }
-    /* Rounding after the consistent read: clamped values lie in whole-number bounds, so the
-     * nearest whole number does too. */
-    for (uint32_t m = p->integer_mask; m; m &= m - 1) {
-        unsigned k = (unsigned)__builtin_ctz(m);
-        for (uint32_t s = 0; s < n; s++) t->knob[s][k] = rint(t->knob[s][k]);
-    }
-    uint32_t c[ARQ_MAX_SLOTS] = {(uint32_t)cw0, (uint32_t)(cw0 >> 32), (uint32_t)cw1, (uint32_t)(cw1 >> 32)};
-    uint32_t v[ARQ_MAX_SLOTS] = {(uint32_t)vw0, (uint32_t)(vw0 >> 32), (uint32_t)vw1, (uint32_t)(vw1 >> 32)};
-    for (uint32_t i = 0; i < ARQ_MAX_SLOTS - 1; i++) t->cut[i] = i + 1 < n ? c[i] : 1ull << 32;
-    for (uint32_t i = 0; i < ARQ_MAX_SLOTS; i++) t->variant[i] = v[i];
-    t->generation = gen;
-    t->salt = salt;
-    t->n_slots = n;
-    t->tag = tcache_tag(seq, lapsed);
-    return t;
 }
 
-/* This thread's cache if it is current for `p`, else the rebuilt one. */
-static inline arq_tcache *tcache_fresh(arq_plane *p) {
-    uint64_t seq = ARQ_LOAD_ACQ(&p->snap->seq);
-    uint32_t lapsed = ARQ_LOAD_RLX(&p->lapsed);
-    arq_tcache *t = tc_ptr;
-    if (__builtin_expect(t && t->instance == p->instance && t->tag == tcache_tag(seq, lapsed), 1)) return t;
-    return tcache_refresh(p, seq, lapsed);
+/* Clamp (and round, INTEGER knobs) one slot's knobs from the snapshot row `row` into `out`.
+ * Knobs go in pairs (ARQ_MAX_KNOBS is even, so k + 1 stays inside the row; the lane past an odd
+ * n_knobs clamps to [0, 0]): half the operations, and 16-byte stores that fill_view's 16-byte
+ * loads are forwarded from (8-byte stores read back 16 bytes at a time stall until they reach
+ * L1). Without GLOBAL knobs in use nor INTEGER knobs, a loop with nothing but loads, clamps and
+ * stores. Runs inside a seqlock attempt: torn input only yields values the retry overwrites. */
+static inline void prepare_row(const arq_plane *p, const uint64_t *src, const uint64_t *row, uint32_t gmask,
+                               double *out) {
+    const unsigned nk = p->n_knobs;
+    const uint32_t imask = p->integer_mask;
+    if (!(gmask | imask)) {
+        for (unsigned k = 0; k < nk; k += 2)
+            clamp_pair(p, k, ARQ_DATA_LOAD(row + k), ARQ_DATA_LOAD(row + k + 1), 0, out);
+        return;
+    }
+    for (unsigned k = 0; k < nk; k += 2) {
+        const uint64_t *w0 = (gmask >> k) & 1 ? src + W_GLOB + k : row + k;
+        const uint64_t *w1 = (gmask >> (k + 1)) & 1 ? src + W_GLOB + k + 1 : row + k + 1;
+        clamp_pair(p, k, ARQ_DATA_LOAD(w0), ARQ_DATA_LOAD(w1), imask, out);
+    }
 }
 
 static inline void fill_view(const arq_tcache *t, arq_view *out, uint32_t slot) {
@@ -522,25 +531,121 @@ static inline void fill_view(const arq_tcache *t, arq_view *out, uint32_t slot) 
     memcpy(out->knob, t->knob[slot], sizeof out->knob);
 }
 
-ARQ_API int arq_read(arq_plane *p, uint64_t key, arq_view *out) {
-    arq_tcache *t = tcache_fresh(p);
-    uint32_t slot = 0;
-    if (t->n_slots > 1) {
-        /* Cuts are non-decreasing, so counting the ones at or below the hash gives the same
-         * slot as walking them, without a data-dependent branch (2 slots at 50/50 would
-         * mispredict every other read). */
-        uint64_t h = slot_hash(key, t->salt);
-        slot = (uint32_t)(h >= t->cut[0]) + (uint32_t)(h >= t->cut[1]) + (uint32_t)(h >= t->cut[2]);
+/* Everything but an unchanged read of a prepared slot: one seqlock attempt reads the header
+ * (only if seq or lease state changed since this thread last read it: 7 words) and the one
+ * row the view needs (n_knobs words), straight into the cache. The cache's tag and ready bits
+ * change only after a consistent attempt. `want` is a slot, or ARQ_BY_KEY. */
+static inline __attribute__((always_inline)) int read_into(arq_tcache *t, arq_plane *p, uint64_t seq,
+                                                           uint32_t lapsed, uint64_t key, uint32_t want,
+                                                           arq_view *out) {
+    if (t->instance != p->instance) {                      /* another plane: no stale knobs past n_knobs */
+        memset(t, 0, sizeof *t);
+        t->instance = p->instance;
+        t->tag = ARQ_TAG_NONE;
     }
-    fill_view(t, out, slot);
-    return ARQ_OK;
+    for (;;) {   /* seq: loaded (acquire) by the caller or at the end of a torn attempt */
+        const uint64_t tag = tcache_tag(seq, lapsed);
+        const uint64_t *src = (const uint64_t *)arq_snap_copy(p->snap, seq);
+        const int have_header = t->tag == tag;
+        uint64_t gen, salt, cw0, cw1, vw0, vw1, cut[ARQ_MAX_SLOTS - 1];
+        uint32_t n;
+        if (__builtin_expect(have_header, 0)) {            /* only a slot not prepared yet */
+            gen = t->generation;
+            salt = t->salt;
+            n = t->n_slots;
+            cut[0] = t->cut[0], cut[1] = t->cut[1], cut[2] = t->cut[2];
+            cw0 = cw1 = vw0 = vw1 = 0;
+        } else {
+            gen = ARQ_DATA_LOAD(&src[W_GEN]);
+            salt = ARQ_DATA_LOAD(&src[W_SALT]);
+            n = (uint32_t)ARQ_DATA_LOAD(&src[W_NSLOT]);
+            cw0 = ARQ_DATA_LOAD(&src[W_CUM]);
+            cw1 = ARQ_DATA_LOAD(&src[W_CUM + 1]);
+            vw0 = ARQ_DATA_LOAD(&src[W_VAR]);
+            vw1 = ARQ_DATA_LOAD(&src[W_VAR + 1]);
+            /* Weights must be non-decreasing over the slots in use; anything else is a corrupt
+             * snapshot and, like a lapsed lease, serves the baseline only. */
+            const uint32_t c0 = (uint32_t)cw0, c1 = (uint32_t)(cw0 >> 32), c2 = (uint32_t)cw1;
+            int ok = n >= 1 && n <= ARQ_MAX_SLOTS && (n < 3 || c1 >= c0) && (n < 4 || c2 >= c1);
+            if (!ok || lapsed) n = 1;
+            cut[0] = n > 1 ? c0 : 1ull << 32;
+            cut[1] = n > 2 ? c1 : 1ull << 32;
+            cut[2] = n > 3 ? c2 : 1ull << 32;
+        }
+        const uint32_t slot = want != ARQ_BY_KEY ? want : n > 1 ? pick_slot(key, salt, cut) : 0;
+        if (slot < n)   /* GLOBAL knobs from the global row while leased, slot 0's row when lapsed */
+            prepare_row(p, src, src + W_ROWS + (size_t)slot * ARQ_MAX_KNOBS, lapsed ? 0 : p->global_mask,
+                        t->knob[slot]);
+        ARQ_FENCE_ACQ();                                   /* the loads above before the re-check */
+        if (__builtin_expect(ARQ_LOAD_RLX(&p->snap->seq) != seq, 0)) {
+            seq = ARQ_LOAD_ACQ(&p->snap->seq);             /* overtaken by two publishes: retry */
+            lapsed = ARQ_LOAD_RLX(&p->lapsed);
+            continue;
+        }
+        if (!have_header) {
+            t->tag = tag;
+            t->generation = gen;
+            t->salt = salt;
+            t->n_slots = n;
+            t->ready = 0;
+            t->cut[0] = cut[0], t->cut[1] = cut[1], t->cut[2] = cut[2];
+            t->variant[0] = (uint32_t)vw0, t->variant[1] = (uint32_t)(vw0 >> 32);
+            t->variant[2] = (uint32_t)vw1, t->variant[3] = (uint32_t)(vw1 >> 32);
+        }
+        if (slot >= n) return ARQ_ESLOT;
+        t->ready |= 1u << slot;
+        out->generation = gen;
+        out->slot = slot;
+        out->variant = t->variant[slot];
+        memcpy(out->knob, t->knob[slot], sizeof out->knob);
+        return ARQ_OK;
+    }
+}
+
+/* No memory for a cache: the same read into a stack copy, correct but never cached. */
+static __attribute__((noinline, cold)) int read_uncached(arq_plane *p, uint64_t seq, uint32_t lapsed,
+                                                         uint64_t key, uint32_t want, arq_view *out) {
+    arq_tcache spare;
+    memset(&spare, 0, sizeof spare);
+    return read_into(&spare, p, seq, lapsed, key, want, out);
+}
+
+static __attribute__((noinline)) int read_slow(arq_plane *p, uint64_t seq, uint32_t lapsed, uint64_t key,
+                                               uint32_t want, arq_view *out) {
+    arq_tcache *t = tc_ptr;
+    if (__builtin_expect(!t, 0) && !(t = tcache_new()))   /* first read of this thread */
+        return read_uncached(p, seq, lapsed, key, want, out);
+    return read_into(t, p, seq, lapsed, key, want, out);
+}
+
+/* The unchanged path: the seq, the lease state and this thread's cache tag agree, and the slot
+ * is prepared. Everything else goes to read_slow with the seq and lease state loaded here. */
+ARQ_API int arq_read(arq_plane *p, uint64_t key, arq_view *out) {
+    uint64_t seq = ARQ_LOAD_ACQ(&p->snap->seq);
+    uint32_t lapsed = ARQ_LOAD_RLX(&p->lapsed);
+    const arq_tcache *t = tc_ptr;
+    if (__builtin_expect(t && t->instance == p->instance && t->tag == tcache_tag(seq, lapsed), 1)) {
+        uint32_t slot = t->n_slots > 1 ? pick_slot(key, t->salt, t->cut) : 0;
+        if (__builtin_expect((t->ready >> slot) & 1, 1)) {
+            fill_view(t, out, slot);
+            return ARQ_OK;
+        }
+    }
+    return read_slow(p, seq, lapsed, key, ARQ_BY_KEY, out);
 }
 
 ARQ_API int arq_read_slot(arq_plane *p, unsigned slot, arq_view *out) {
-    arq_tcache *t = tcache_fresh(p);
-    if (slot >= t->n_slots) return ARQ_ESLOT;
-    fill_view(t, out, slot);
-    return ARQ_OK;
+    uint64_t seq = ARQ_LOAD_ACQ(&p->snap->seq);
+    uint32_t lapsed = ARQ_LOAD_RLX(&p->lapsed);
+    const arq_tcache *t = tc_ptr;
+    if (t && t->instance == p->instance && t->tag == tcache_tag(seq, lapsed)) {
+        if (slot >= t->n_slots) return ARQ_ESLOT;
+        if ((t->ready >> slot) & 1) {
+            fill_view(t, out, slot);
+            return ARQ_OK;
+        }
+    }
+    return read_slow(p, seq, lapsed, 0, slot >= ARQ_MAX_SLOTS ? ARQ_MAX_SLOTS : slot, out);
 }
 
 /* ---- telemetry ---------------------------------------------------------------------- */

@@ -16,7 +16,8 @@
  *          the daemon does: the first read that sees a new generation also pays the cache-line
  *          transfers from the publisher's core. Machine-bound; context, not the floor.
  * --so PATH runs everything through dlopen(PATH) instead of the static library: the shared
- * object's TLS access, and a check that it can be dlopen()ed at all.
+ * object's TLS access, and a check that it can be dlopen()ed at all. Read-path checks against a
+ * model of the contract run first (see check_read_path); --check runs only them.
  * Publishing in-process uses the same shm_proto.h code as the daemon's helper. */
 #define _GNU_SOURCE
 #include "arqon.h"
@@ -24,6 +25,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -42,10 +44,11 @@ typedef struct {
     int (*open)(const char *, const arq_decl *, arq_plane **);
     void (*close)(arq_plane *);
     int (*read)(arq_plane *, uint64_t, arq_view *);
+    int (*read_slot)(arq_plane *, unsigned, arq_view *);
     void (*tick)(arq_plane *);
     const char *(*strerror)(int);
 } api_t;
-static api_t api = {arq_open, arq_close, arq_read, arq_tick, arq_strerror};
+static api_t api = {arq_open, arq_close, arq_read, arq_read_slot, arq_tick, arq_strerror};
 static volatile uint64_t g_sink;   /* keeps the timed reads from being optimised away */
 
 static uint64_t mono_ns(void) {
@@ -135,7 +138,7 @@ static dist to_ns(uint64_t *xs, size_t n, double overhead_ticks) {
 }
 
 /* Same thread: publish, drain its stores with a full fence, then time one read (changed) and
- * the next one (unchanged); minus the cost of timing nothing. */
+ * a later one (unchanged); minus the cost of timing nothing. */
 static void method_tsc(arq_plane *p, uint8_t *base, dist *changed, dist *unchanged, double *overhead_ticks) {
     enum { N = 20000 };
     static uint64_t ch[N], un[N], empty[N];
@@ -149,8 +152,11 @@ static void method_tsc(arq_plane *p, uint8_t *base, dist *changed, dist *unchang
         uint64_t t0 = ts_begin();
         api.read(p, (uint64_t)i, &v);
         ch[i] = ts_end() - t0;
+        /* Slots are prepared by the first read that needs them: warm both before timing an
+         * unchanged read (8 keys miss one of two 50/50 slots 1 time in 128: p99, not p50). */
+        for (int j = 1; j < 8; j++) api.read(p, (uint64_t)i + j, &v);
         t0 = ts_begin();
-        api.read(p, (uint64_t)i + 1, &v);
+        api.read(p, (uint64_t)i + 8, &v);
         un[i] = ts_end() - t0;
         t0 = ts_begin();
         empty[i] = ts_end() - t0;
@@ -220,32 +226,229 @@ static int method_xthread(arq_plane *p, uint8_t *base, dist *changed, dist *unch
     return 0;
 }
 
+/* ---- read-path self-check ----------------------------------------------------------- */
+/* Run before every measurement (a fast read that is wrong is worth nothing) and alone with
+ * --check (e.g. under sanitizers): random snapshots, including corrupt ones, against a direct
+ * model of the contract, through arq_read and arq_read_slot in mixed order, so every lazy path
+ * (header only, one more slot, torn-free retry) is compared, not just the first read. */
+static int check_failures;
+#define EXPECT(cond, ...) do { if (!(cond)) { if (check_failures++ < 10) { \
+    fprintf(stderr, "check failed %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); \
+    fprintf(stderr, "\n"); } } } while (0)
+
+static uint64_t rng_next(uint64_t *s) {   /* xorshift64*: seeded, deterministic */
+    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+static uint32_t model_hash(uint64_t key, uint64_t salt) {   /* libarqon's slot_hash */
+    uint64_t x = key ^ salt;
+    x ^= x >> 29;
+    return (uint32_t)((x * 0x9e3779b97f4a7c15ull) >> 32);
+}
+/* Slots in use: the declared count if valid and weights non-decreasing, else 1; 1 when lapsed. */
+static uint32_t model_slots(const arq_snapshot_copy *c, int lapsed) {
+    uint32_t n = c->n_slots;
+    int ok = n >= 1 && n <= ARQ_MAX_SLOTS;
+    for (uint32_t i = 1; ok && i + 1 < n; i++) ok = c->cum_weight[i] >= c->cum_weight[i - 1];
+    return ok && !lapsed ? n : 1;
+}
+static uint32_t model_pick(const arq_snapshot_copy *c, uint32_t n, uint64_t key) {
+    uint32_t h = model_hash(key, c->salt), slot = 0;
+    while (slot + 1 < n && h >= c->cum_weight[slot]) slot++;
+    return slot;
+}
+static double model_knob(const arq_knob_decl *d, unsigned nk, const arq_snapshot_copy *c, int lapsed,
+                         uint32_t slot, unsigned k) {
+    if (k >= nk) return 0.0;
+    double v = (d[k].flags & ARQ_KNOB_GLOBAL) && !lapsed ? c->global_knobs[k] : c->knobs[slot * ARQ_MAX_KNOBS + k];
+    int integer = (d[k].flags & ARQ_KNOB_INTEGER) != 0;
+    double lo = integer ? ceil(d[k].min) : d[k].min, hi = integer ? floor(d[k].max) : d[k].max;
+    v = isnan(v) ? lo : v < lo ? lo : v > hi ? hi : v;
+    return integer ? rint(v) : v;
+}
+static void expect_view(const arq_knob_decl *d, unsigned nk, const arq_snapshot_copy *c, int lapsed,
+                        uint32_t slot, const arq_view *v, const char *what) {
+    EXPECT(v->slot == slot && v->generation == c->generation && v->variant == c->variant[slot],
+           "%s: slot %u/%u gen %llu/%llu variant %u/%u", what, v->slot, slot, (unsigned long long)v->generation,
+           (unsigned long long)c->generation, v->variant, c->variant[slot]);
+    for (unsigned k = 0; k < ARQ_MAX_KNOBS; k++) {
+        double want = model_knob(d, nk, c, lapsed, slot, k);
+        EXPECT(v->knob[k] == want, "%s: gen %llu slot %u knob %u = %.17g, expected %.17g (lapsed %d)", what,
+               (unsigned long long)c->generation, slot, k, v->knob[k], want, lapsed);
+    }
+}
+
+static double pick_value(uint64_t *rng) {
+    static const double special[] = {NAN, INFINITY, -INFINITY, 1e300, -1e300, 0.5, 1.5, 2.5, -0.5, -2.5,
+                                     3.7, 0.4999999999999999, 4503599627370495.5, -4503599627370495.5,
+                                     9007199254740993.0, -0.0, 1e18, -1e18, 3e18};
+    uint64_t r = rng_next(rng);
+    if (r % 3 == 0) return special[(r >> 8) % (sizeof special / sizeof special[0])];
+    return ((double)(int64_t)(r >> 11) / (double)(1ull << 50)) * ((r & 4) ? 10.0 : 1e6);
+}
+
+static void publish_lease(uint8_t *base, arq_plane *p, const arq_snapshot_copy *c, int lapsed) {
+    arq_snapshot_publish(arq_snap(base), c);
+    ARQ_STORE_REL(&arq_ctl(base)->lease_deadline_ns, lapsed ? 0 : mono_ns() + 3600000000000ull);
+    api.tick(p);
+}
+
+typedef struct { const char *name; int failures; } check_arg;
+
+static void *check_read_path(void *arg) {
+    check_arg *ca = arg;
+    /* Odd knob count (the pair past the end), GLOBAL and INTEGER mixed, fractional and huge
+     * (beyond 2^52) integer bounds. */
+    static const arq_knob_decl d[] = {
+        {"cont", -1.0, 1.0, 0.0, 0},
+        {"int_frac", 0.5, 3.7, 1.0, ARQ_KNOB_INTEGER},
+        {"glob", 0.0, 10.0, 5.0, ARQ_KNOB_GLOBAL},
+        {"int_glob", -3.0, 3.0, 0.0, ARQ_KNOB_INTEGER | ARQ_KNOB_GLOBAL},
+        {"int_huge", -1e18, 1e18, 7.0, ARQ_KNOB_INTEGER},
+    };
+    enum { NK = 5 };
+    static const arq_knob_decl d2[] = {{"a", 0.0, 1.0, 0.25, 0}, {"b", -5.0, 5.0, 1.0, ARQ_KNOB_INTEGER}};
+    arq_field_decl f[] = {{"x", ""}};
+    arq_decl decl = {d, NK, f, 1, NULL, 0, 1, 64, 0600, ARQ_DECL_NO_TICK_THREAD, 0};
+    arq_decl decl2 = {d2, 2, f, 1, NULL, 0, 1, 64, 0600, ARQ_DECL_NO_TICK_THREAD, 0};
+    char n1[80], n2[80];
+    snprintf(n1, sizeof n1, "%s-c1", ca->name);
+    snprintf(n2, sizeof n2, "%s-c2", ca->name);
+    arq_plane *p, *q;
+    if (api.open(n1, &decl, &p) || api.open(n2, &decl2, &q)) {
+        EXPECT(0, "open check planes %s, %s", n1, n2);
+        return NULL;
+    }
+    char shm[96];
+    snprintf(shm, sizeof shm, "/arqon.%s", n1);
+    int fd = shm_open(shm, O_RDWR, 0);
+    struct stat st;
+    fstat(fd, &st);
+    uint8_t *base = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+
+    arq_view v;
+    arq_snapshot_copy c;
+    memset(&c, 0, sizeof c);   /* what arq_open published: one slot of initial values */
+    c.n_slots = 1;
+    for (unsigned k = 0; k < NK; k++) c.global_knobs[k] = c.knobs[k] = d[k].initial;
+    api.read(p, 1, &v);
+    expect_view(d, NK, &c, 1, 0, &v, "initial");
+
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 400; round++) {
+        c.generation = (uint64_t)round + 1;
+        c.salt = rng_next(&rng);
+        c.n_slots = (uint32_t)(rng_next(&rng) % 6);            /* 0 and 5 are corrupt */
+        uint32_t cum[ARQ_MAX_SLOTS];
+        for (int i = 0; i < ARQ_MAX_SLOTS; i++) cum[i] = (uint32_t)rng_next(&rng);
+        if (rng_next(&rng) % 4) {                               /* mostly well formed */
+            for (int i = 1; i < ARQ_MAX_SLOTS; i++)
+                if (cum[i] < cum[i - 1]) { uint32_t x = cum[i]; cum[i] = cum[i - 1]; cum[i - 1] = x; }
+            for (int i = 1; i < ARQ_MAX_SLOTS; i++)
+                if (cum[i] < cum[i - 1]) cum[i] = cum[i - 1];
+            if (rng_next(&rng) % 3 == 0) cum[1] = cum[0];       /* a zero-weight slot */
+        }
+        for (int i = 0; i < ARQ_MAX_SLOTS; i++) {
+            c.cum_weight[i] = cum[i];
+            c.variant[i] = (uint32_t)(rng_next(&rng) % 32);
+        }
+        for (int k = 0; k < ARQ_MAX_KNOBS; k++) c.global_knobs[k] = pick_value(&rng);
+        for (int k = 0; k < ARQ_MAX_KNOBS * ARQ_MAX_SLOTS; k++) c.knobs[k] = pick_value(&rng);
+        int lapsed = rng_next(&rng) % 5 == 0;
+        publish_lease(base, p, &c, lapsed);
+        uint32_t n = model_slots(&c, lapsed);
+        /* Mixed order: sometimes a slot read first (header + that slot), then keys (other slots
+         * prepared lazily), then every slot by number. */
+        if (round & 1) {
+            unsigned s = (unsigned)(rng_next(&rng) % (ARQ_MAX_SLOTS + 1));
+            int rc = api.read_slot(p, s, &v);
+            EXPECT(rc == (s < n ? ARQ_OK : ARQ_ESLOT), "read_slot(%u) rc %d with %u slots", s, rc, n);
+            if (rc == ARQ_OK) expect_view(d, NK, &c, lapsed, s, &v, "read_slot first");
+        }
+        for (uint64_t key = 0; key < 64; key++) {
+            uint64_t kk = key * 0x100000001b3ull + (uint64_t)round;
+            int rc = api.read(p, kk, &v);
+            EXPECT(rc == ARQ_OK, "read rc %d", rc);
+            uint32_t slot = model_pick(&c, n, kk);
+            expect_view(d, NK, &c, lapsed, slot, &v, "read");
+            uint32_t again = v.slot;
+            api.read(p, kk, &v);
+            EXPECT(v.slot == again, "same key, same slot within a generation");
+        }
+        for (unsigned s = 0; s <= ARQ_MAX_SLOTS + 1; s++) {
+            int rc = api.read_slot(p, s, &v);
+            EXPECT(rc == (s < n ? ARQ_OK : ARQ_ESLOT), "read_slot(%u) rc %d with %u slots", s, rc, n);
+            if (rc == ARQ_OK) expect_view(d, NK, &c, lapsed, s, &v, "read_slot");
+        }
+        /* Another plane in the same thread now and then: its own values, zeros past its 2 knobs,
+         * and the first plane's cache rebuilt correctly afterwards. */
+        if (round % 7 == 3) {
+            api.read(q, 5, &v);
+            EXPECT(v.slot == 0 && v.knob[0] == 0.25 && v.knob[1] == 1.0, "second plane: %g %g", v.knob[0], v.knob[1]);
+            for (unsigned k = 2; k < ARQ_MAX_KNOBS; k++) EXPECT(v.knob[k] == 0.0, "second plane knob %u = %g", k, v.knob[k]);
+            api.read(p, 3, &v);
+            expect_view(d, NK, &c, lapsed, model_pick(&c, n, 3), &v, "after plane switch");
+        }
+        if (check_failures > 10) break;
+    }
+    munmap(base, st.st_size);
+    api.close(q);
+    api.close(p);
+    return NULL;
+}
+
+/* The checks in this thread and in a new one (a thread's first read allocates its cache). */
+static int run_checks(const char *name) {
+    check_arg a = {name, 0};
+    check_read_path(&a);
+    char n2[72];
+    snprintf(n2, sizeof n2, "%s-t", name);
+    check_arg b = {n2, 0};
+    pthread_t th;
+    if (pthread_create(&th, NULL, check_read_path, &b) == 0) pthread_join(th, NULL);
+    else EXPECT(0, "pthread_create");
+    return check_failures;
+}
+
 static void load_so(const char *path) {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) { fprintf(stderr, "dlopen %s: %s\n", path, dlerror()); exit(5); }
     api.open = (int (*)(const char *, const arq_decl *, arq_plane **))dlsym(h, "arq_open");
     api.close = (void (*)(arq_plane *))dlsym(h, "arq_close");
     api.read = (int (*)(arq_plane *, uint64_t, arq_view *))dlsym(h, "arq_read");
+    api.read_slot = (int (*)(arq_plane *, unsigned, arq_view *))dlsym(h, "arq_read_slot");
     api.tick = (void (*)(arq_plane *))dlsym(h, "arq_tick");
     api.strerror = (const char *(*)(int))dlsym(h, "arq_strerror");
-    if (!api.open || !api.close || !api.read || !api.tick || !api.strerror) {
+    if (!api.open || !api.close || !api.read || !api.read_slot || !api.tick || !api.strerror) {
         fprintf(stderr, "%s: missing arq_* symbols\n", path);
         exit(5);
     }
 }
 
 int main(int argc, char **argv) {
+    const char *so = NULL;
+    int check_only = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--so") == 0 && i + 1 < argc) so = argv[++i];
+        else if (strcmp(argv[i], "--check") == 0) check_only = 1;
+        else argc = 0;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: %s NAME [--so PATH]\n", argv[0]);
+        fprintf(stderr, "usage: %s NAME [--so PATH] [--check]\n", argv[0]);
         return 2;
     }
-    const char *so = NULL;
-    if (argc >= 4 && strcmp(argv[2], "--so") == 0) {
-        so = argv[3];
-        load_so(so);
+    if (so) load_so(so);
+    if (run_checks(argv[1])) {
+        fprintf(stderr, "%s: %d read-path checks failed; not measuring\n", argv[0], check_failures);
+        return 1;
+    }
+    if (check_only) {
+        printf("{\"read_path_checks\": \"passed\", \"library\": \"%s\"}\n", so ? "shared" : "static");
+        return 0;
     }
     arq_knob_decl knobs[8];
-    char names[8][8];
+    char names[8][16];
     for (int i = 0; i < 8; i++) {
         snprintf(names[i], sizeof names[i], "k%d", i);
         knobs[i] = (arq_knob_decl){names[i], -1e15, 1e15, 0, 0};
