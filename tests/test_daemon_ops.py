@@ -23,7 +23,7 @@ knobs:
 objective: {{direction: minimize, terms: [{{field: error, stat: mean, weight: 1.0}}]}}
 slos:
   - {{name: instability, field: instability, stat: mean, max: 0.05, min_samples: 20}}
-rollout: {{canary_steps: [0.1, 1.0], min_blocks: 4, block_s: 0.1, bake_s: 0.2, probe_window_s: 0.2, effect_margin: 0.3, abort_margin: 0.5,
+rollout: {{canary_steps: [0.1, 1.0], min_blocks: 4, block_s: 0.1, bake_s: 0.2, probe_window_s: 0.2, effect_margin: 0.3, abort_margin: 0.3,
           step_deadline_s: 8}}
 lease: {{duration_s: 0.3}}
 audit: {{path: {tmp}/audit.log}}
