@@ -80,8 +80,8 @@ action_st = st.one_of(propose_st, propose_st, propose_st, cycles_st, cycles_st, 
 
 
 class Run:
-    def __init__(self):
-        self.x = Executor(G, DECL, run_id="prop")
+    def __init__(self, executor_cls=Executor, g=G):
+        self.x = executor_cls(g, DECL, run_id="prop")
         self.t = 0
         self.events: list = []
         self.ack_t: dict[int, int] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from bisect import bisect_right
 from typing import Optional, Sequence
 
 import msgspec
@@ -56,8 +57,101 @@ class QEntry(msgspec.Struct, frozen=True):
     until_ns: int
 
 
-class ExecState(msgspec.Struct):
-    """Everything that must survive a restart, rebuilt by folding events in order."""
+_U = 2.0 ** -52   # two units in the last place of 1.0: a generous unit roundoff for the bounds below
+
+
+class _KnobLog:
+    """Derived, columnar view of one knob's `history` list, kept in step with it by
+    `ExecState.apply` so the per-proposal rules need not scan Touch objects.
+
+    - `times`/`costs`: plain lists in history order, so `sum(costs[j:])` adds the same floats in
+      the same order as the old scan (bit-identical).
+    - `ordered`: the times are non-decreasing; bisection is exact only then (otherwise the rules
+      fall back to the scan).
+    - `last_dir`: the last non-zero direction (0: none).
+    - `cum`: running float sums (cum[k] = run total after entry k; `cum0` = before entry 0),
+      so a window's spend is approximately cum[-1] - cum[j-1] in O(1). `spend_bound` bounds its
+      distance from the exact scan sum; the budget rule decides from the approximation only when
+      the decision cannot change within that bound, and sums exactly otherwise.
+    Never saved, never compared: rebuilt from the history whenever it looks stale."""
+    __slots__ = ("hist", "times", "costs", "ordered", "last_dir", "last_dir_pos", "last", "cum", "cum0", "n_run",
+                 "clean")
+
+    def __init__(self, hist: list) -> None:
+        self.hist = hist
+        self.times = [h.t_ns for h in hist]
+        self.costs = [h.cost for h in hist]
+        self.ordered = all(a <= b for a, b in zip(self.times, self.times[1:]))
+        self.last_dir, self.last_dir_pos = 0, -1
+        for j in range(len(hist) - 1, -1, -1):
+            if hist[j].direction != 0:
+                self.last_dir, self.last_dir_pos = hist[j].direction, j
+                break
+        self.last = hist[-1] if hist else None
+        self._rebase()
+
+    def _rebase(self) -> None:
+        run, cum = 0.0, []
+        for c in self.costs:
+            run += c
+            cum.append(run)
+        self.cum, self.cum0, self.n_run = cum, 0.0, len(cum)
+        # The error bounds below hold for finite nonnegative terms (what the executor records).
+        self.clean = all(0.0 <= c < math.inf for c in self.costs)
+
+    def fresh(self, hist: list) -> bool:
+        return self.hist is hist and len(self.times) == len(hist) and (self.last is (hist[-1] if hist else None))
+
+    def append(self, t: Touch) -> None:
+        if self.times and t.t_ns < self.times[-1]:
+            self.ordered = False
+        self.times.append(t.t_ns)
+        self.costs.append(t.cost)
+        self.cum.append((self.cum[-1] if self.cum else self.cum0) + t.cost)
+        self.n_run += 1
+        if not 0.0 <= t.cost < math.inf:
+            self.clean = False
+        if t.direction != 0:
+            self.last_dir, self.last_dir_pos = t.direction, len(self.times) - 1
+        self.last = t
+
+    def trim(self, k: int) -> None:
+        self.cum0 = self.cum[k - 1]
+        del self.times[:k]
+        del self.costs[:k]
+        del self.cum[:k]
+        self.last_dir_pos -= k
+        if self.last_dir_pos < 0:          # the last non-zero direction left the horizon
+            self.last_dir, self.last_dir_pos = 0, -1
+        if not self.times:
+            self.last = None
+        if self.n_run > 2 * len(self.costs) + 256 or not self.clean:   # small running-sum error, amortised O(1)
+            self._rebase()
+
+    def spend_since(self, j: int) -> float:
+        """Exactly what the scan computed: the costs from index j on, summed in order."""
+        return sum(self.costs[j:]) if j else sum(self.costs)
+
+    def spend_approx(self, j: int) -> tuple[float, float]:
+        """(approximate spend from index j on, a bound on its distance from `spend_since(j)`);
+        (nan, nan) when no bound holds (a negative or non-finite cost in the history)."""
+        if not self.clean:
+            return math.nan, math.nan
+        if j >= len(self.cum):
+            return 0.0, 0.0
+        hi = self.cum[-1]
+        approx = hi - (self.cum[j - 1] if j else self.cum0)
+        # Each running sum is off by at most n_run * u * hi (finite nonnegative terms);
+        # the in-order scan of m terms by at most m * u * hi: twice the sum of both, plus slack.
+        return approx, 4.0 * (self.n_run + len(self.costs) + 4) * _U * hi
+
+
+class ExecState(msgspec.Struct, dict=True):
+    """Everything that must survive a restart, rebuilt by folding events in order.
+
+    Besides the fields, the instance dict holds derived lookup structures (a set of
+    `recent_ids`, a `_KnobLog` per knob history) that `apply` keeps in step; they are not
+    fields, so they are never encoded nor compared, and each is rebuilt if it looks stale."""
     last_seq: int = 0
     config_generation: int = 0
     generation: int = 0
@@ -77,6 +171,28 @@ class ExecState(msgspec.Struct):
     thrash_until: dict[str, int] = {}
     recent_ids: list[str] = []
 
+    # ---- derived lookups (not fields)
+    def _id_set(self) -> set:
+        ids = self.__dict__.get("_ids")
+        if ids is None or self.__dict__.get("_ids_of") is not self.recent_ids or len(ids) != len(self.recent_ids):
+            ids = set(self.recent_ids)
+            self.__dict__["_ids"], self.__dict__["_ids_of"] = ids, self.recent_ids
+        return ids
+
+    def seen_id(self, proposal_id: str) -> bool:
+        """`proposal_id in recent_ids`, by a set."""
+        return proposal_id in self._id_set()
+
+    def knob_log(self, name: str, hist: list) -> _KnobLog:
+        """The columnar view of `history[name]` (== `hist`)."""
+        logs = self.__dict__.get("_logs")
+        if logs is None:
+            logs = self.__dict__["_logs"] = {}
+        lg = logs.get(name)
+        if lg is None or not lg.fresh(hist):
+            lg = logs[name] = _KnobLog(hist)
+        return lg
+
     def apply(self, e) -> None:
         """Fold one event into the state (in place)."""
         self.last_seq = e.seq
@@ -85,6 +201,31 @@ class ExecState(msgspec.Struct):
         if t is ev.Apply:
             self.generation = e.new_config_version
             self.live = e.snapshot
+        elif t is ev.ProposalEvent:
+            ids = self._id_set()
+            if e.proposal_id not in ids:
+                self.recent_ids.append(e.proposal_id)
+                ids.add(e.proposal_id)
+                if len(self.recent_ids) > 4096:
+                    ids.difference_update(self.recent_ids[:1024])
+                    del self.recent_ids[:1024]
+        elif t is ev.ValidationVerdict:
+            if e.accepted:
+                for tc in e.touches:
+                    h = self.history.setdefault(tc.knob, [])
+                    lg = self.knob_log(tc.knob, h)
+                    touch = Touch(e.t_ns, tc.cost, tc.direction, tc.move)
+                    h.append(touch)
+                    lg.append(touch)
+                    cut = e.t_ns - e.horizon_ns
+                    k = 0
+                    while k < len(h) and h[k].t_ns <= cut:
+                        k += 1
+                    if k:
+                        del h[:k]
+                        lg.trim(k)
+            for k, until in e.thrash_cooldown.items():
+                self.thrash_until[k] = until
         elif t is ev.Promotion:
             self.baseline = e.new_baseline
             self.baseline_variant = e.new_variant
@@ -113,21 +254,6 @@ class ExecState(msgspec.Struct):
         elif t is ev.KillSwitch:
             self.kill_switch = e.engaged
             self.kill_switch_set = True
-        elif t is ev.ProposalEvent:
-            if e.proposal_id not in self.recent_ids:
-                self.recent_ids.append(e.proposal_id)
-                if len(self.recent_ids) > 4096:
-                    del self.recent_ids[:1024]
-        elif t is ev.ValidationVerdict:
-            if e.accepted:
-                for tc in e.touches:
-                    h = self.history.setdefault(tc.knob, [])
-                    h.append(Touch(e.t_ns, tc.cost, tc.direction, tc.move))
-                    cut = e.t_ns - e.horizon_ns
-                    while h and h[0].t_ns <= cut:
-                        h.pop(0)
-            for k, until in e.thrash_cooldown.items():
-                self.thrash_until[k] = until
 
 
 def rebuild(events: Sequence, decl: Optional[Declaration] = None) -> ExecState:
@@ -276,6 +402,11 @@ class Executor:
         self.rk: list[Optional[ResolvedKnob]] = [
             resolve_knob(g, k.name, k.min, k.max) if k.name in g.knobs else None for k in d.knobs]
         self.ranges = [(k.max - k.min) or 1.0 for k in d.knobs]
+        # Per allowlisted knob, what validation reads for every value (one dict lookup, one unpack).
+        self._knob_rules = {rk.name: (i, rk, d.knobs[i].integer, self.ranges[i], rk.lo, rk.hi,
+                                      rk.delta_mode == "absolute", rk.max_delta)
+                            for i, rk in enumerate(self.rk) if rk is not None}
+        self._global_idx = tuple(i for i, k in enumerate(d.knobs) if k.is_global)
         self.kidx = {k.name: i for i, k in enumerate(d.knobs)}
         self.vidx = {v: i for i, v in enumerate(d.variants)}
         self.catalog = {c.variant: c for c in g.catalog.variants}
@@ -404,13 +535,14 @@ class Executor:
         return the snapshot to publish. Rejections name rule, value and limit."""
         self._ensure_started(now_ns)
         now = now_ns
-        self._pid_was_present = p.proposal_id in self.state.recent_ids
+        self._pid_was_present = self._seen(p.proposal_id)
+        summary, fast = self._prescan(p)
         self._emit(ev.ProposalEvent, now, proposal_id=p.proposal_id, kind=p.kind, source=p.source, seed=p.seed,
                    arms=p.arms, note=p.note, config_version=self.config_generation,
-                   delta_summary=self._delta_summary(p))
+                   delta_summary=summary)
         thrash: dict[str, int] = {}
         try:
-            arms, variants, is_global, touches = self._validate(now, p, thrash)
+            arms, variants, is_global, touches = self._validate(now, p, thrash, fast)
         except _Reject as r:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
             self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=False, rule=r.rule,
@@ -425,18 +557,50 @@ class Executor:
         out = self._merge_keep(self._take())
         return Verdict(True, p.proposal_id, message="accepted", snapshot=out.snapshot, events=out.events)
 
+    def _seen(self, proposal_id: str) -> bool:
+        return self.state.seen_id(proposal_id)
+
+    def _prescan(self, p: Proposal) -> tuple[dict[str, float], Optional[list[list[float]]]]:
+        """One pass over the arms for the common proposal (allowlisted knobs, float values that
+        pass the per-value rules): the delta summary and each arm's full value list. Anything
+        else returns (`_delta_summary(p)`, None) and `_validate` walks the values itself, so a
+        rejection names the same rule, value and limit as ever."""
+        out: dict[str, float] = {}
+        rules, base = self._knob_rules, self.state.baseline
+        fast: list[list[float]] = []
+        for a in p.arms:
+            vals = list(base)
+            for name, v in a.knobs.items():
+                kc = rules.get(name)
+                if kc is None or type(v) is not float:
+                    return self._delta_summary(p), None
+                i, _rk, integer, rng, lo, hi, absolute, max_delta = kc
+                if not lo <= v <= hi or (integer and v != round(v)):   # NaN fails the bounds test
+                    return self._delta_summary(p), None
+                dv = abs(v - base[i])
+                d = dv / rng
+                if (dv if absolute else d) > max_delta + 1e-12:
+                    return self._delta_summary(p), None
+                prev = out.get(name, 0.0)
+                out[name] = d if d > prev else prev   # max(prev, d), as _delta_summary
+                vals[i] = v
+            fast.append(vals)
+        return out, fast
+
     def _delta_summary(self, p: Proposal) -> dict[str, float]:
         out: dict[str, float] = {}
+        kidx, base, ranges = self.kidx, self.state.baseline, self.ranges
         for a in p.arms:
             for name, v in a.knobs.items():
-                i = self.kidx.get(name)
+                i = kidx.get(name)
                 if i is None or not isinstance(v, (int, float)) or not math.isfinite(v):
                     continue
-                d = abs(v - self.state.baseline[i]) / self.ranges[i]
-                out[name] = max(out.get(name, 0.0), d)
+                d = abs(v - base[i]) / ranges[i]
+                prev = out.get(name, 0.0)
+                out[name] = d if d > prev else prev   # max(prev, d), without the builtin's call cost
         return out
 
-    def _validate(self, now: int, p: Proposal, thrash: dict[str, int]):
+    def _validate(self, now: int, p: Proposal, thrash: dict[str, int], fast: Optional[list[list[float]]] = None):
         st, g, r = self.state, self.g, self.g.rollout
         if st.kill_switch:
             raise _Reject("kill_switch", "engaged", None, "the kill switch is engaged (thaw it first)")
@@ -457,34 +621,35 @@ class Executor:
         if not 1 <= len(p.arms) <= max_arms:
             raise _Reject("arm_count", len(p.arms), max_arms, f"a {p.kind} takes 1..{max_arms} arms, got {len(p.arms)}")
         base, bvar = st.baseline, st.baseline_variant
+        knob_rules = self._knob_rules
         arms: list[tuple[float, ...]] = []
         variants: list[int] = []
         for ai, a in enumerate(p.arms):
-            vals = list(base)
-            for name, v in a.knobs.items():
-                i = self.kidx.get(name)
-                rk = self.rk[i] if i is not None else None
-                where = f"arms[{ai}].{name}"
-                if rk is None:
+            vals = fast[ai] if fast is not None else list(base)
+            for name, v in (() if fast is not None else a.knobs.items()):
+                kc = knob_rules.get(name)
+                if kc is None:
                     raise _Reject("allowlist", name, ",".join(sorted(g.knobs)),
-                                  f"{where}: knob {name!r} is not allowlisted in guardrails knobs")
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise _Reject("not_finite", str(v), None, f"{where}: value {v!r} is not a finite number")
-                v = float(v)
-                if self.decl.knobs[i].integer and v != round(v):
-                    raise _Reject("integer", v, None, f"{where}: knob is declared integer, got {v}")
-                if not rk.lo <= v <= rk.hi:
-                    raise _Reject("bounds", v, f"[{rk.lo}, {rk.hi}]", f"{where}: {v} outside bounds [{rk.lo}, {rk.hi}]")
+                                  f"arms[{ai}].{name}: knob {name!r} is not allowlisted in guardrails knobs")
+                i, rk, integer, rng, lo, hi, absolute, max_delta = kc
+                if type(v) is not float or not math.isfinite(v):   # the common case costs one test
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                        raise _Reject("not_finite", str(v), None, f"arms[{ai}].{name}: value {v!r} is not a finite number")
+                    v = float(v)
+                if integer and v != round(v):
+                    raise _Reject("integer", v, None, f"arms[{ai}].{name}: knob is declared integer, got {v}")
+                if not lo <= v <= hi:
+                    raise _Reject("bounds", v, f"[{rk.lo}, {rk.hi}]", f"arms[{ai}].{name}: {v} outside bounds [{rk.lo}, {rk.hi}]")
                 dv = abs(v - base[i])
-                if rk.delta_mode == "absolute":
-                    if dv > rk.max_delta + 1e-12:
+                if absolute:
+                    if dv > max_delta + 1e-12:
                         raise _Reject("max_delta", dv, rk.max_delta,
-                                      f"{where}: |{v} - baseline {base[i]}| = {dv:g} exceeds max_delta {rk.max_delta} (absolute)")
+                                      f"arms[{ai}].{name}: |{v} - baseline {base[i]}| = {dv:g} exceeds max_delta {rk.max_delta} (absolute)")
                 else:
-                    dn = dv / self.ranges[i]
-                    if dn > rk.max_delta + 1e-12:
+                    dn = dv / rng
+                    if dn > max_delta + 1e-12:
                         raise _Reject("max_delta", round(dn, 9), rk.max_delta,
-                                      f"{where}: change {dn:.4g} of the range exceeds max_delta {rk.max_delta} (normalised)")
+                                      f"arms[{ai}].{name}: change {dn:.4g} of the range exceeds max_delta {rk.max_delta} (normalised)")
                 vals[i] = v
             var = bvar
             if a.variant is not None:
@@ -506,7 +671,8 @@ class Executor:
             self._check_quarantine(now, ai, t, var)
             arms.append(t)
             variants.append(var)
-        is_global = any(self.decl.knobs[i].is_global and a[i] != base[i] for a in arms for i in range(len(base)))
+        gi = self._global_idx
+        is_global = bool(gi) and any(a[i] != base[i] for a in arms for i in gi)
         touches = self._check_knob_limits(now, p, arms, is_global, thrash)
         return arms, variants, is_global, touches
 
@@ -536,24 +702,35 @@ class Executor:
             share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
         else:
             share = 1.0
+        budget_cut = now - int(g.budget.window_s * NS)
         for i, rk in enumerate(self.rk):
             if rk is None:
                 continue
-            moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
-            if all(m == 0 for m in moves):
-                continue
+            bi, ri = base[i], self.ranges[i]
+            moves = [(a[i] - bi) / ri for a in arms]
+            for m in moves:
+                if m != 0:
+                    break
+            else:
+                continue   # this knob does not move
             name = rk.name
             hist = st.history.get(name, [])
             until = st.thrash_until.get(name, 0)
             if until > now:
                 raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
                               f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
+            lg = st.knob_log(name, hist) if hist else None
             if hist:
                 since = (now - hist[-1].t_ns) / NS
                 if since < rk.min_interval_s:
                     raise _Reject("min_interval", round(since, 9), rk.min_interval_s,
                                   f"knob {name}: {since:.4g} s since its last change, min_interval_s {rk.min_interval_s}")
-            recent = sum(1 for h in hist if h.t_ns > now - NS)
+            if lg is None:
+                recent = 0
+            elif lg.ordered:   # times non-decreasing: a bisection counts what the scan would
+                recent = len(lg.times) - bisect_right(lg.times, now - NS)
+            else:
+                recent = sum(1 for h in hist if h.t_ns > now - NS)
             if recent + 1 > rk.rate_limit_hz:
                 raise _Reject("rate_limit", recent + 1, rk.rate_limit_hz,
                               f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rk.rate_limit_hz}")
@@ -561,8 +738,8 @@ class Executor:
             if p.kind == "rollout":
                 move = moves[0]
                 direction = 1 if move > 0 else -1
-                dirs = [h.direction for h in hist if h.direction != 0]
-                if dirs and dirs[-1] != direction:
+                last_dir = lg.last_dir if lg is not None else 0   # the last non-zero direction, 0 if none
+                if last_dir != 0 and last_dir != direction:
                     nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
                     if abs(move) < at.hysteresis * nd:
                         raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
@@ -575,9 +752,21 @@ class Executor:
                         raise _Reject("anti_thrashing", flips + 1, at.max_flips,
                                       f"knob {name}: {flips + 1} direction flips within {at.window_s} s "
                                       f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
-            cost = max(abs(m) for m in moves) * share
-            spent = sum(h.cost for h in hist if h.t_ns > now - int(g.budget.window_s * NS))
-            if spent + cost > g.budget.max_change + 1e-12:
+            cost = max(map(abs, moves)) * share
+            limit = g.budget.max_change + 1e-12
+            if lg is None:
+                spent = 0
+            elif lg.ordered:
+                j = bisect_right(lg.times, budget_cut)
+                approx, err = lg.spend_approx(j)
+                # The running sums settle the common case in O(1); near the limit (or to report a
+                # refusal) the spend is summed exactly as the scan did, so the decision and the
+                # reported value are bit-identical to it.
+                slack = 2.0 * err + 8.0 * _U * (cost + abs(limit))   # nan (no bound) -> exact
+                spent = approx if approx + cost + slack < limit else lg.spend_since(j)
+            else:
+                spent = sum(h.cost for h in hist if h.t_ns > budget_cut)
+            if spent + cost > limit:
                 raise _Reject("budget", round(spent + cost, 9), g.budget.max_change,
                               f"knob {name}: cumulative change {spent + cost:.4g} (normalised x traffic share) within "
                               f"{g.budget.window_s} s would exceed budget {g.budget.max_change}")

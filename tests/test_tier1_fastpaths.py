@@ -1,0 +1,206 @@
+"""Tier 1's hot-path shortcuts decide exactly as the plain scans they replace.
+
+`Executor.propose` reads the knob history through `_KnobLog` (bisection, running sums with an
+error bound, the last direction kept), takes a one-pass prescan for ordinary proposals and looks
+proposal ids up in a set. `ScanExecutor` below is the executor with each shortcut swapped back for
+the original scan; the same streams through both must give byte-identical events."""
+from __future__ import annotations
+
+import math
+import random
+
+import msgspec
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.tier1 import events as ev
+from daemon.tier1.executor import ExecState, Executor, Touch, _KnobLog, _Reject
+from daemon.tier1.model import Arm, Proposal
+
+from .test_tier1_properties import DECL, G, Run, action_st
+
+NS = 1_000_000_000
+MS = 1_000_000
+
+
+class ScanExecutor(Executor):
+    """The executor without the shortcuts: list membership, the two-pass validation and the
+    full scans of every knob's history (the code before the shortcuts, kept verbatim)."""
+
+    def _seen(self, proposal_id):
+        return proposal_id in self.state.recent_ids
+
+    def _prescan(self, p):
+        return self._delta_summary(p), None
+
+    def _check_knob_limits(self, now, p, arms, is_global, thrash):
+        g, st_, base = self.g, self.state, self.state.baseline
+        at = g.anti_thrashing
+        touches = []
+        if p.kind == "probe":
+            share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
+        else:
+            share = 1.0
+        for i, rk in enumerate(self.rk):
+            if rk is None:
+                continue
+            moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
+            if all(m == 0 for m in moves):
+                continue
+            name = rk.name
+            hist = st_.history.get(name, [])
+            until = st_.thrash_until.get(name, 0)
+            if until > now:
+                raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
+                              f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
+            if hist:
+                since = (now - hist[-1].t_ns) / NS
+                if since < rk.min_interval_s:
+                    raise _Reject("min_interval", round(since, 9), rk.min_interval_s,
+                                  f"knob {name}: {since:.4g} s since its last change, min_interval_s {rk.min_interval_s}")
+            recent = sum(1 for h in hist if h.t_ns > now - NS)
+            if recent + 1 > rk.rate_limit_hz:
+                raise _Reject("rate_limit", recent + 1, rk.rate_limit_hz,
+                              f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rk.rate_limit_hz}")
+            direction, move = 0, 0.0
+            if p.kind == "rollout":
+                move = moves[0]
+                direction = 1 if move > 0 else -1
+                dirs = [h.direction for h in hist if h.direction != 0]
+                if dirs and dirs[-1] != direction:
+                    nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
+                    if abs(move) < at.hysteresis * nd:
+                        raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
+                                      f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
+                                      f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
+                    win = [h.direction for h in hist if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
+                    flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
+                    if flips + 1 > at.max_flips:
+                        thrash[name] = now + int(at.cooldown_s * NS)
+                        raise _Reject("anti_thrashing", flips + 1, at.max_flips,
+                                      f"knob {name}: {flips + 1} direction flips within {at.window_s} s "
+                                      f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
+            cost = max(abs(m) for m in moves) * share
+            spent = sum(h.cost for h in hist if h.t_ns > now - int(g.budget.window_s * NS))
+            if spent + cost > g.budget.max_change + 1e-12:
+                raise _Reject("budget", round(spent + cost, 9), g.budget.max_change,
+                              f"knob {name}: cumulative change {spent + cost:.4g} (normalised x traffic share) within "
+                              f"{g.budget.window_s} s would exceed budget {g.budget.max_change}")
+            touches.append(ev.KnobTouch(name, cost, direction, move))
+        return touches
+
+
+def _tight(max_change: float = 0.15):
+    """G with a budget that binds often and short windows that expire history mid-stream."""
+    b = msgspec.structs.replace(G.budget, max_change=max_change, window_s=0.4)
+    at = msgspec.structs.replace(G.anti_thrashing, max_flips=2, window_s=0.5, cooldown_s=0.3, hysteresis=0.3)
+    return msgspec.structs.replace(G, budget=b, anti_thrashing=at)
+
+
+def _same(actions, g) -> None:
+    fast, scan = Run(Executor, g), Run(ScanExecutor, g)
+    for a in actions:
+        fast.act(a)
+        scan.act(a)
+    assert ev.encode(fast.events) == ev.encode(scan.events)
+    assert fast.x.state == scan.x.state
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action_st, min_size=1, max_size=40))
+def test_shortcuts_decide_like_the_scans(actions):
+    _same(actions, G)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action_st, min_size=1, max_size=40))
+def test_shortcuts_decide_like_the_scans_under_a_binding_budget(actions):
+    _same(actions, _tight())
+
+
+def test_many_small_probes_hit_the_budget_exactly_as_the_scan():
+    """Hundreds of accepted probes: long histories, expiry, rejections by rate, interval, budget."""
+    g = _tight(0.012)
+    runs = [Run(Executor, g), Run(ScanExecutor, g)]
+    rng = random.Random(7)
+    rules = set()
+    for i in range(600):
+        dt = rng.choice([0.01, 0.05, 0.11, 0.2, 0.3]) * NS
+        moves = {"a": rng.uniform(-0.05, 0.05), "b": rng.uniform(-0.4, 0.4)}
+        kind = "rollout" if i % 25 == 0 else "probe"
+        outs = []
+        for r in runs:
+            r.t += int(dt)
+            base = r.x.state.baseline
+            p = Proposal(f"p{i}", kind, (Arm({"a": base[0] + moves["a"], "b": base[1] + moves["b"]}),), seed=i)
+            v = r.x.propose(r.t, p)
+            outs.append(ev.encode(v.events))
+            rules.add(v.rule)
+            for _ in range(3):
+                r.cycle("ok", "ok")
+        assert outs[0] == outs[1]
+    assert ev.encode(runs[0].events) == ev.encode(runs[1].events)
+    assert {"", "budget", "min_interval"} <= rules, rules   # the stream reached those rules
+
+
+def test_duplicate_ids_after_the_recent_list_is_trimmed():
+    st_ = ExecState()
+    seq = 0
+    ids = [f"id{i}" for i in range(5000)] + [f"id{i}" for i in range(0, 5000, 7)]
+    for pid in ids:
+        seq += 1
+        st_.apply(ev.ProposalEvent(run_id="r", seq=seq, cycle=0, t_ns=seq, config_generation=1, proposal_id=pid,
+                                   kind="probe", source="", seed=0, arms=(), note="", config_version=1,
+                                   delta_summary={}))
+        assert st_.seen_id(pid) == (pid in st_.recent_ids)
+    for pid in ("id0", "id1", "id4999", "id4000", "nope"):
+        assert st_.seen_id(pid) == (pid in st_.recent_ids)
+
+
+def _scan_sum(costs, times, cut):
+    return sum(c for c, t in zip(costs, times) if t > cut)
+
+
+def test_knob_log_running_sums_stay_within_their_bound():
+    rng = random.Random(3)
+    hist: list = []
+    lg = _KnobLog(hist)
+    t = 0
+    for step in range(4000):
+        t += rng.choice([1, 5, 50, 400]) * MS
+        c = rng.choice([0.0, rng.random() * 1e-3, rng.random(), rng.random() * 1e-9, 1e3 * rng.random()])
+        tc = Touch(t, c, rng.choice([-1, 0, 0, 1]), 0.0)
+        hist.append(tc)
+        lg.append(tc)
+        k = 0
+        while k < len(hist) and hist[k].t_ns <= t - 2 * NS:
+            k += 1
+        if k:
+            del hist[:k]
+            lg.trim(k)
+        assert lg.fresh(hist)
+        for j in (0, len(hist) // 2, len(hist) - 1, len(hist)):
+            exact = lg.spend_since(j)
+            assert exact == _scan_sum(lg.costs, lg.times, lg.times[j - 1] if j else -1)
+            approx, err = lg.spend_approx(j)
+            assert abs(approx - exact) <= err
+        dirs = [h.direction for h in hist if h.direction != 0]
+        assert lg.last_dir == (dirs[-1] if dirs else 0)
+    fresh = _KnobLog(hist)
+    assert (fresh.times, fresh.costs, fresh.last_dir) == (lg.times, lg.costs, lg.last_dir)
+
+
+def test_knob_log_refuses_a_bound_for_odd_costs():
+    hist = [Touch(1, 0.1, 0, 0.0), Touch(2, -0.05, 0, 0.0)]
+    lg = _KnobLog(hist)
+    approx, err = lg.spend_approx(0)
+    assert math.isnan(approx) and math.isnan(err)
+    assert lg.spend_since(0) == 0.1 + -0.05
+
+
+def test_out_of_order_times_fall_back_to_the_scan():
+    hist = [Touch(5 * NS, 0.1, 1, 0.1), Touch(1 * NS, 0.2, -1, -0.1), Touch(6 * NS, 0.05, 0, 0.0)]
+    lg = _KnobLog(hist)
+    assert not lg.ordered
+    assert lg.last_dir == -1
