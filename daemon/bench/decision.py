@@ -10,7 +10,8 @@ Phases, each with its own daemon process and audit ledger, all on one data-plane
                  summarize p50/p99 come from the daemon's own per-stage timings (control socket
                  `timings`: perf_counter around `driver.next_proposal` and `_submit`).
                  Then the producer drops to 100 k records/s: daemon CPU share over a window of
-                 /proc/<pid>/stat utime+stime (all threads), and VmRSS / VmHWM.
+                 /proc/<pid>/stat utime+stime (all threads), and VmRSS / VmHWM; then to 0
+                 records/s: the loop's fixed cost (`daemon_cpu_share_no_records`).
   2. e2e 10 ms and 3. e2e 1 ms - Tier 2 off (`--no-tuning`), producer at 100 k records/s in the
                  background. The bench proposes a knob rollout through the control socket
                  (`propose`, canary 10 %); the C tool finds a key served by the candidate slot,
@@ -22,6 +23,9 @@ Phases, each with its own daemon process and audit ledger, all on one data-plane
                  afterwards: each sample must have an SLO rollback of its proposal, and the
                  rollback's cycle time splits e2e into "waiting for the next cycle" and "cycle start
                  -> visible".
+  4. (full runs, if permitted) e2e 1 ms again with the daemon under `chrt -f 10`: a diagnostic
+                 that separates waiting for a CPU on a busy host from the daemon's own work.
+`machine.host_busy_share_during_run` says how contended the host was (all cores, ours included).
 All percentiles are nearest-rank over the samples of the phase; units are in the key names.
 """
 from __future__ import annotations
@@ -411,8 +415,9 @@ def rt_prefix() -> tuple[str, ...]:
 
 
 def run(quick: bool) -> dict:
-    """The whole suite. quick: ~25 s (20 breaches per cadence, 5 s decision, 3 s CPU window);
-    full: ~2-3 min (100 breaches per cadence, 40 s decision, 20 s CPU window)."""
+    """The whole suite. quick: ~20 s (20 breaches per cadence, 4 s decision, 2.5 s CPU window);
+    full: ~1.5-2 min (100 breaches per cadence and a SCHED_FIFO 1 ms run, 40 s decision, 20 s
+    CPU window)."""
     out: dict[str, Any] = {"suite": "decision", "quick": quick, "machine": machine(),
                            "build": "libarqon -O3 (make native); daemon CPython " + platform.python_version()}
     t_start = time.monotonic()
@@ -421,7 +426,7 @@ def run(quick: bool) -> dict:
     name = f"bdec-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     plane = Plane(name, 100_000)
     try:
-        out.update(phase_decision(plane, tmp, 5.0 if quick else 40.0, 3.0 if quick else 20.0))
+        out.update(phase_decision(plane, tmp, 4.0 if quick else 40.0, 2.5 if quick else 20.0))
         n = 20 if quick else 100
         samples = {}
         runs = [(0.010, (), ""), (0.001, (), "")]
