@@ -17,6 +17,23 @@ from ..core import Budgeted, NoChange, Now, Saveable, register, rng_from_seed
 from ..optim.base import parse_options
 
 
+_F64 = np.dtype(np.float64)  # identity test: an equal but distinct dtype just takes the converting path
+
+
+def argmax_list(v: list) -> int:
+    """np.argmax of a list: the first maximum, or the first NaN if there is one."""
+    best, bv = 0, v[0]
+    if bv != bv:
+        return 0
+    for i in range(1, len(v)):
+        x = v[i]
+        if x > bv:
+            best, bv = i, x
+        elif x != x:
+            return i
+    return best
+
+
 class BanditOptions(msgspec.Struct, forbid_unknown_fields=True):
     discount: float = 1.0
     window: int = 0
@@ -143,7 +160,7 @@ class Bandit(Budgeted, Saveable):
 
     def _context(self, context):
         if self.contextual:
-            if type(context) is np.ndarray and context.dtype == np.float64 and context.ndim == 1:
+            if type(context) is np.ndarray and context.dtype is _F64 and context.ndim == 1:
                 x = context  # the common case, without a conversion
             else:
                 x = np.asarray(context, dtype=np.float64).reshape(-1) if context is not None else None

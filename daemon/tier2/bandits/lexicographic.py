@@ -1,11 +1,13 @@
 """SLA-first (lexicographic) selection among approved variants: constraints first, then quality."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..core import register, register_struct
-from .base import Bandit, BanditOptions, parse_bandit_options
-from .thompson import pooled_var
+from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
+from .thompson import _gauss_draw, pooled_var
 
 
 @register_struct
@@ -61,27 +63,23 @@ class Lexicographic(Bandit):
         np.add(d[3], cfg.prior_feasible, out=ab[:k])
         np.subtract(d[4], d[3], out=ab[k:])
         ab[k:] += cfg.prior_infeasible
-        g = self.rng.standard_gamma(ab)  # Beta(a, b) = Ga / (Ga + Gb), one call for all variants
-        draw = g[:k] / (g[:k] + g[k:])
-        eligible = draw >= cfg.feasible_rate
+        g = self.rng.standard_gamma(ab).tolist()  # Beta(a, b) = Ga / (Ga + Gb), one call for all variants
+        # Python floats from here (same IEEE operations per element as the array form, fewer calls).
+        draw = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
+        fr = cfg.feasible_rate
+        eligible = [x >= fr for x in draw]
         if cfg.min_feasible_prob > 0.0:
-            eligible &= self.feasible_prob() >= cfg.min_feasible_prob
+            mp = cfg.min_feasible_prob
+            eligible = [e and f >= mp for e, f in zip(eligible, self.feasible_prob().tolist())]
         # Quality draw (always taken, so the RNG stream does not depend on eligibility).
         s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(self.stats, cfg.prior_var, k)
-        prec = d[0] * (1.0 / s2)
-        prec += 1.0 / cfg.prior_var
-        sd = 1.0 / np.sqrt(prec)
-        q = d[1] * (1.0 / s2)
-        q += cfg.prior_mean / cfg.prior_var
-        q *= sd * sd
-        q += sd * self.rng.standard_normal(k)
-        if eligible.any():
-            q[~eligible] = -np.inf
-            return int(q.argmax())
+        q = _gauss_draw(d, s2, cfg.prior_mean, cfg.prior_var, self.rng.standard_normal(k))
+        if any(eligible):
+            return argmax_list([v if e else -math.inf for v, e in zip(q, eligible)])
         self.fallbacks += 1
         # Most likely feasible; the draw only breaks exact ties.
-        a, b = ab[:k], ab[k:]
-        return int((a / (a + b) + 1e-9 * draw).argmax())
+        abl = ab.tolist()
+        return argmax_list([a / (a + b) + 1e-9 * x for a, b, x in zip(abl[:k], abl[k:], draw)])
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

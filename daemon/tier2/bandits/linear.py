@@ -14,6 +14,8 @@ import numpy as np
 from ..core import eigh, register, register_struct
 from .base import Bandit, parse_bandit_options
 
+_sum = np.add.reduce
+
 
 @register_struct
 class LinearConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,7 +84,8 @@ class _LinearArms(Bandit):
         z = x @ self.U  # (n_arms, d): U_a' x for every arm
         w = 1.0 / (self.cfg.ridge + self.m)
         zw = z * w
-        return (zw * self.c).sum(1), np.sqrt((zw * z).sum(1))
+        # np.add.reduce is what .sum(1) runs, without its Python wrapper.
+        return _sum(zw * self.c, 1), np.sqrt(_sum(zw * z, 1))
 
     def means(self) -> np.ndarray:
         raise TypeError(f"{self.kind}: means depend on the context; use predict(context)")
@@ -101,7 +104,7 @@ class LinUCB(_LinearArms):
 
     def _select(self, x) -> int:
         mu, sd = self._mean_sd(x)
-        return int(np.argmax(mu + self.cfg.alpha * sd))
+        return int((mu + self.cfg.alpha * sd).argmax())
 
 
 @register("lints")
@@ -115,4 +118,4 @@ class LinTS(_LinearArms):
 
     def _select(self, x) -> int:
         mu, sd = self._mean_sd(x)
-        return int(np.argmax(mu + self.cfg.alpha * sd * self.rng.standard_normal(self.n_arms)))
+        return int((mu + self.cfg.alpha * sd * self.rng.standard_normal(self.n_arms)).argmax())

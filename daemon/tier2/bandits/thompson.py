@@ -1,10 +1,15 @@
 """Thompson sampling: Beta-Bernoulli and Gaussian, with discounting / sliding window for drift."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..core import register, register_struct
-from .base import Bandit, BanditOptions, parse_bandit_options
+from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
+
+# np.add.reduce is what ndarray.sum() runs, without its Python-level wrapper.
+_sum = np.add.reduce
 
 
 @register_struct
@@ -34,11 +39,16 @@ class BetaThompson(Bandit):
         np.subtract(st.n, st.s, out=ab[k:])
         ab[k:] += cfg.prior_beta
         # Beta(a, b) = Ga / (Ga + Gb): one gamma call for both halves costs less than Generator.beta.
-        g = self.rng.standard_gamma(ab)
-        theta = g[:k] / (g[:k] + g[k:])
+        g = self.rng.standard_gamma(ab).tolist()
+        # Python floats from here: the same IEEE divisions as the array code, fewer calls.
+        theta = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
         if cfg.optimistic:
-            np.maximum(theta, ab[:k] / (ab[:k] + ab[k:]), out=theta)
-        return int(np.argmax(theta))
+            abl = ab.tolist()
+            for i, (a, b) in enumerate(zip(abl[:k], abl[k:])):
+                m = a / (a + b)
+                t = theta[i]
+                theta[i] = t if (t >= m or t != t) else m   # np.maximum, NaN passing through
+        return argmax_list(theta)
 
     def _update(self, arm, r, x, feasible) -> None:
         if not (0.0 <= r <= 1.0):
@@ -74,24 +84,28 @@ class GaussianThompson(Bandit):
     def _select(self, _x) -> int:
         cfg, d = self.cfg, self.stats.data
         s2 = self.noise_var()
-        prec = d[0] * (1.0 / s2)
-        prec += 1.0 / cfg.prior_var
-        sd = 1.0 / np.sqrt(prec)
-        # mean = (prior_mean / prior_var + s / s2) / prec; the draw is mean + sd * z.
-        mean = d[1] * (1.0 / s2)
-        mean += cfg.prior_mean / cfg.prior_var
-        mean *= sd * sd
-        mean += sd * self.rng.standard_normal(self.n_arms)
-        return int(mean.argmax())
+        return argmax_list(_gauss_draw(d, s2, cfg.prior_mean, cfg.prior_var, self.rng.standard_normal(self.n_arms)))
+
+
+def _gauss_draw(d, s2: float, prior_mean: float, prior_var: float, z) -> list[float]:
+    """Posterior draws mean + sd * z per arm, on Python floats, each element through the same IEEE
+    operations as the array form: prec = n/s2 + 1/pv; sd = 1/sqrt(prec);
+    mean = (s/s2 + pm/pv) * (sd * sd)."""
+    inv_s2, inv_pv, pm = 1.0 / s2, 1.0 / prior_var, prior_mean / prior_var
+    out = []
+    for n, s, zz in zip(d[0].tolist(), d[1].tolist(), z.tolist()):
+        sd = 1.0 / math.sqrt(n * inv_s2 + inv_pv)
+        out.append((s * inv_s2 + pm) * (sd * sd) + sd * zz)
+    return out
 
 
 def pooled_var(st, prior_var: float, k: int) -> float:
     """Reward noise variance pooled over arms (weighted residual sum of squares / weight), floored;
     the prior variance until there are two observations per arm."""
     d = st.data
-    n = float(d[0].sum())
+    n = float(_sum(d[0]))
     if n < 2 * k:
         return prior_var
     # s^2 / max(n, tiny): an arm without data has s = 0, so its term is 0 without a divide warning.
-    resid = float(d[2].sum()) - float((d[1] * d[1] / np.maximum(d[0], 1e-300)).sum())
+    resid = float(_sum(d[2])) - float(_sum(d[1] * d[1] / np.maximum(d[0], 1e-300)))
     return max(resid / n, 1e-6 * prior_var)

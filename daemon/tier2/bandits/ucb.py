@@ -9,6 +9,26 @@ from ..core import register, register_struct
 from .base import Bandit, BanditOptions, parse_bandit_options
 
 
+_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
+
+
+def _kl_index(p: float, budget: float, q: float, steps: int, log=math.log, log1p=math.log1p) -> float:
+    """Largest q with kl(p, q) <= budget, by Newton from above (convex increasing in q >= p: every
+    iterate stays above the root, so stopping early errs on the optimistic side). At most ``steps``
+    iterations. (log/log1p bound as defaults: local lookups on this hot loop.)"""
+    neg_h = p * log(p) + (1 - p) * log1p(-p)
+    for _ in range(steps):
+        kl = neg_h - p * log(q) - (1 - p) * log1p(-q)
+        if kl <= budget + 1e-12:
+            break
+        step = (kl - budget) * q * (1 - q) / (q - p)
+        qn = q - step
+        q = p if p > qn else qn  # max(q - step, p), without the builtin's call cost
+        if step < 1e-10:
+            break
+    return q
+
+
 @register_struct
 class UCBConfig(BanditOptions):
     scale: float = 1.0  # reward range (UCB1's bonus assumes rewards in [0, scale])
@@ -28,10 +48,10 @@ class UCB1(Bandit):
         st = self.stats
         n = st.n
         if n.min() < 1e-9:
-            return int(np.argmin(n))
-        total = max(float(n.sum()), 1.0)
+            return int(n.argmin())
+        total = max(float(_sum(n)), 1.0)
         idx = st.s / n + (self.cfg.explore * self.cfg.scale) * np.sqrt(2.0 * math.log(total) / n)
-        return int(np.argmax(idx))
+        return int(idx.argmax())
 
 
 @register_struct
@@ -59,12 +79,13 @@ class KLUCB(Bandit):
         st = self.stats
         n = st.n
         if n.min() < 1e-9:
-            return int(np.argmin(n))
-        total = max(float(n.sum()), 2.0)
+            return int(n.argmin())
+        total = max(float(_sum(n)), 2.0)
         log_t = math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))
         p_all = (st.s / n).tolist()
         budgets = (log_t / n).tolist()
         qs, ps, bs = self.q_cache, self.p_cache, self.b_cache
+        steps = self.cfg.newton_steps
         best_a, best_q = 0, -1.0
         for a in range(self.n_arms):
             p = min(max(p_all[a], 1e-9), 1 - 1e-9)
@@ -78,25 +99,15 @@ class KLUCB(Bandit):
                 q0 = min(qc + (beta - bs[a]) * qc * (1 - qc) / (qc - p), pinsker)
                 if q0 <= p:
                     q0 = pinsker
-            q = self._index(p, beta, q0)
+            q = _kl_index(p, beta, q0, steps)
             qs[a], ps[a], bs[a] = q, p, beta
             if q > best_q:
                 best_a, best_q = a, q
         return best_a
 
     def _index(self, p: float, budget: float, q: float) -> float:
-        """Largest q with kl(p, q) <= budget, by Newton from above (convex increasing in q >= p: every
-        iterate stays above the root, so stopping early errs on the optimistic side)."""
-        neg_h = p * math.log(p) + (1 - p) * math.log1p(-p)
-        for _ in range(self.cfg.newton_steps):
-            kl = neg_h - p * math.log(q) - (1 - p) * math.log1p(-q)
-            if kl <= budget + 1e-12:
-                break
-            step = (kl - budget) * q * (1 - q) / (q - p)
-            q = max(q - step, p)
-            if step < 1e-10:
-                break
-        return q
+        """Largest q with kl(p, q) <= budget (see _kl_index)."""
+        return _kl_index(p, budget, q, self.cfg.newton_steps)
 
     def _update(self, arm, r, x, feasible) -> None:
         if not (0.0 <= r <= 1.0):

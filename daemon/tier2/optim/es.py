@@ -10,6 +10,8 @@ from ..change import make_detector
 from ..core import register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
+_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
+
 
 @register_struct
 class ESConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -73,16 +75,20 @@ class AntitheticES(BoxOptimizer):
     def _tell(self, y: np.ndarray) -> None:
         cfg = self.cfg
         p = cfg.pairs
-        w = np.empty(2 * p)
-        order = np.argsort(y, kind="stable")
-        w[order] = self.util
+        ys = y.tolist()
+        # Ranks on Python floats: sorted() is stable like argsort(kind="stable") (no NaN reaches here).
+        order = sorted(range(2 * p), key=ys.__getitem__)
+        w = [0.0] * (2 * p)
+        for u, i in zip(self.util.tolist(), order):
+            w[i] = u
         wp, wm = w[:p], w[p:]
-        self.m += (cfg.lr * self.sigma / p) * ((wp - wm) @ self.eps)
+        # The two products stay numpy (BLAS order of summation); their inputs are the same numbers.
+        self.m += (cfg.lr * self.sigma / p) * (np.array([a - b for a, b in zip(wp, wm)]) @ self.eps)
         clip_(self.m, 0.0, 1.0)
-        sq = (self.eps * self.eps).sum(1) / self.d - 1.0
-        self.sigma *= math.exp(cfg.lr_sigma * float((wp + wm) @ sq) / p)
+        sq = _sum(self.eps * self.eps, 1) / self.d - 1.0
+        self.sigma *= math.exp(cfg.lr_sigma * float(np.array([a + b for a, b in zip(wp, wm)]) @ sq) / p)
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
-        if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):  # median
+        if self.detector is not None and self.detector.update(0.5 * (ys[order[p - 1]] + ys[order[p]])):  # median
             self.changes += 1
             self.sigma = max(self.sigma, cfg.sigma0)
 

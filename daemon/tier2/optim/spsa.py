@@ -8,7 +8,7 @@ import numpy as np
 
 from ..change import make_detector
 from ..core import register, register_struct
-from .base import BoxOptimizer, clip_, parse_options
+from .base import BoxOptimizer, parse_options
 
 
 @register_struct
@@ -86,22 +86,29 @@ class SPSA(BoxOptimizer):
         a = self.a if self.a is not None else cfg.initial_step * (self.A + 1.0) ** cfg.alpha
         return a / (kk + 1.0 + self.A) ** cfg.alpha, cfg.c / (kk + 1.0) ** cfg.gamma
 
+    # The round's arithmetic runs on Python floats: at d <= 16 one numpy call costs more than the whole
+    # element loop. Each element sees the same IEEE operations, in the same order, as the array code
+    # (clip_ = maximum then minimum, written so that NaN passes through as it does in numpy), so the
+    # points, the state and save() are bit-identical to it.
     def _ask(self) -> np.ndarray:
         _, ck = self.gains()
         self.ck = ck
         # +/-1 with probability 1/2 each (Generator.random is far cheaper per call than integers).
-        self.delta = self.rng.random(self.d) < 0.5
-        self.delta = self.delta * 2.0 - 1.0
-        base = clip_(self.theta.copy(), ck, 1.0 - ck)
-        cd = ck * self.delta
-        z = np.empty((2, self.d))
-        np.add(base, cd, out=z[0])
-        np.subtract(base, cd, out=z[1])
-        return z
+        delta = [1.0 if u < 0.5 else -1.0 for u in self.rng.random(self.d).tolist()]
+        self.delta = np.array(delta)
+        hi = 1.0 - ck
+        plus, minus = [], []
+        for t, s in zip(self.theta.tolist(), delta):
+            b = ck if t < ck else (hi if t > hi else t)  # the base point stays c_k away from the faces
+            c = ck * s
+            plus.append(b + c)
+            minus.append(b - c)
+        return np.array((plus, minus))
 
     def _tell(self, y: np.ndarray) -> None:
         cfg = self.cfg
-        dy = float(y[0] - y[1])
+        y0, y1 = y.tolist()
+        dy = y0 - y1
         gmag = abs(dy) / (2.0 * self.ck)  # |g_i| is the same for every i with +/-1 perturbations
         if cfg.a is None and self.gcount < cfg.calibration_rounds:
             # Spall's rule: pick a so that the first steps have the wanted size given the observed
@@ -112,26 +119,33 @@ class SPSA(BoxOptimizer):
             if gm > 0.0 and math.isfinite(gm):
                 self.a = cfg.initial_step * (self.A + 1.0) ** cfg.alpha / gm
         ak, _ = self.gains()
-        step = (ak * dy / (2.0 * self.ck)) * self.delta
-        clip_(step, -cfg.max_step, cfg.max_step)
-        self.theta -= step
-        clip_(self.theta, 0.0, 1.0)
+        g = ak * dy / (2.0 * self.ck)
+        ms = cfg.max_step
+        lo = -ms
+        theta = []
+        for t, s in zip(self.theta.tolist(), self.delta.tolist()):
+            st = g * s
+            st = lo if st < lo else (ms if st > ms else st)  # step clipping per coordinate
+            t = t - st
+            theta.append(0.0 if t < 0.0 else (1.0 if t > 1.0 else t))
+        self.theta = np.array(theta)
         self.k += 1
-        self._average()
-        if self.detector is not None and self.detector.update(0.5 * (y[0] + y[1])):
+        self._average(theta)
+        if self.detector is not None and self.detector.update(0.5 * (y0 + y1)):
             self.changes += 1
             self.tracking = True
             self._reset_average()
 
-    def _average(self) -> None:
-        self.avg_cur += self.theta
+    def _average(self, theta: list[float]) -> None:
+        self.avg_cur = np.array([a + t for a, t in zip(self.avg_cur.tolist(), theta)])
         self.n_cur += 1
         if self.k >= 2 * self.epoch_start:
             self.avg_prev, self.n_prev = self.avg_cur, self.n_cur
             self.avg_cur = np.zeros(self.d)
             self.n_cur = 0
             self.epoch_start = self.k
-        self.ema += self.cfg.tracking_ema * (self.theta - self.ema)
+        r = self.cfg.tracking_ema
+        self.ema = np.array([e + r * (t - e) for e, t in zip(self.ema.tolist(), theta)])
 
     def _best(self) -> np.ndarray:
         if self.tracking:
