@@ -51,6 +51,10 @@ FIELD_DT = _dtype(spec.FIELD_DECL)
 VARIANT_DT = _dtype(spec.VARIANT_DECL)
 RING_DT = _dtype(spec.RING_HEAD)
 MASK64 = (1 << 64) - 1
+# Field offsets looked up on every cycle: resolved once here, not per call.
+_CTL_OFF = {f.name: f.offset for f in spec.CONTROL.fields}
+_RING_OFF = {f.name: f.offset for f in spec.RING_HEAD.fields}
+_STATE_OFF = spec.HEADER.off("state")
 _C = spec.SNAPSHOT_COPY
 _W_GEN, _W_SALT = _C.off("generation") // 8, _C.off("salt") // 8
 _W32_NSLOT, _W32_CUM, _W32_VAR = _C.off("n_slots") // 4, _C.off("cum_weight") // 4, _C.off("variant") // 4
@@ -279,10 +283,10 @@ class Segment:
         return ffi.cast("uint32_t *", self._base + off)
 
     def _ctl_off(self, fname: str) -> int:
-        return spec.CONTROL_OFF + spec.CONTROL.off(fname)
+        return spec.CONTROL_OFF + _CTL_OFF[fname]
 
     def _ring_off(self, ring: int, fname: str) -> int:
-        return self.rings_off + ring * self.ring_stride + spec.RING_HEAD.off(fname)
+        return self.rings_off + ring * self.ring_stride + _RING_OFF[fname]
 
     def load_u64(self, off: int) -> int:
         return int(lib.arqd_load_acq(self._u64(off)))
@@ -297,7 +301,7 @@ class Segment:
             lease_deadline_ns=ld(self._ctl_off("lease_deadline_ns")),
             lease_lapses=ld(self._ctl_off("lease_lapses")),
             plane_heartbeat_ns=ld(self._ctl_off("plane_heartbeat_ns")),
-            state=int(lib.arqd_load_acq32(self._u32(spec.HEADER.off("state")))),
+            state=int(lib.arqd_load_acq32(self._u32(_STATE_OFF))),
         )
 
     def ring_stats(self, ring: int) -> RingStats:
@@ -308,7 +312,7 @@ class Segment:
 
     def is_current(self) -> bool:
         """False once the data plane closed this segment or a new one took its name."""
-        if int(lib.arqd_load_acq32(self._u32(spec.HEADER.off("state")))) != spec.STATE_READY:
+        if int(lib.arqd_load_acq32(self._u32(_STATE_OFF))) != spec.STATE_READY:
             return False
         try:
             shm = posix_ipc.SharedMemory(shm_name(self.name), flags=0, read_only=True)

@@ -106,15 +106,23 @@ class Daemon:
         if self.bus is not None and events:
             self._bus_events(events)
 
+    # Rollback.rule prefix -> the bounded reason label of the metrics (status.ROLLBACK_REASONS).
+    _REASONS = (("slo:", "slo_breach"), ("catalog:", "slo_breach"), ("judge:", "judge_abort"),
+                ("deadline", "deadline"), ("lease", "lease_lost"), ("ack", "ack_timeout"),
+                ("kill_switch", "kill"), ("rollback", "rollback"), ("snapback", "snapback"),
+                ("config_reload", "config_reload"), ("regressions", "regressions_limit"))
+
     def _count(self, e) -> None:
         tag = type(e).__name__
         if tag == "ValidationVerdict":
-            self.metrics.count_proposal("accepted" if e.accepted else "rejected")
+            self.metrics.count_proposal("applied" if e.accepted else
+                                        "blocked" if e.rule in ("kill_switch", "safe_mode") else "rejected")
         elif tag == "Rollback":
-            self.metrics.count_rollback(getattr(e, "rule", "") or getattr(e, "rollback_reason", "other"))
-            rule = getattr(e, "rule", "")
-            if rule.startswith("slo") or getattr(e, "slo", None):
-                name = getattr(e, "slo", None) or rule
+            rule = e.rule or ""
+            reason = next((r for prefix, r in self._REASONS if rule.startswith(prefix)), "other")
+            self.metrics.count_rollback(reason)
+            if reason == "slo_breach":
+                name = rule.split(":", 1)[1] if ":" in rule else rule
                 self.breaches[name] = self.breaches.get(name, 0) + 1
                 self.metrics.count_breach(name)
         elif tag == "SafeModeEntered":
@@ -221,6 +229,18 @@ class Daemon:
         if out.evaluations and self.driver is not None:
             self.driver.on_evaluations(out.evaluations)
 
+    def _quantile_fields(self) -> frozenset:
+        """Fields whose p50/p95/p99 some rule reads (objective, SLO, catalog): only those pay
+        for a quantile. Cached per config."""
+        g = self.g
+        if getattr(self, "_qf_for", None) is not g:
+            q = {"p50", "p95", "p99"}
+            names = {t.field for t in g.objective.terms if t.stat in q} | {s.field for s in g.slos if s.stat in q}
+            if any(c.max_p99 is not None for c in g.catalog.variants):
+                names.add(g.catalog.fields.latency)
+            self._qf, self._qf_for = frozenset(names), g
+        return self._qf
+
     def _time(self, key: str, seconds: float) -> None:
         xs = self.timings[key]
         xs.append(seconds)
@@ -253,7 +273,7 @@ class Daemon:
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
         slots, _used, skipped = summarize(batches, tuple(f.name for f in seg.declaration.fields),
-                                          self.generation, settle_from, window)
+                                          self.generation, settle_from, window, self._quantile_fields())
         t1 = time.perf_counter()
         self._time("summarize", t1 - t0)
         self.skipped_records += skipped
@@ -497,10 +517,7 @@ class Daemon:
                 if delay < 0:
                     next_t = time.monotonic()   # fell behind: do not burst to catch up
                     delay = 0
-                try:
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.sleep(delay)   # signals set stop_event; no per-cycle task or timer objects
         finally:
             sdnotify.stopping()
             self.shutdown()
@@ -518,6 +535,11 @@ class Daemon:
 
 
 def run_daemon(config: str, **kw) -> None:
+    import sys
+
     import uvloop
+    # The ledger, bus and metrics threads share the GIL with the decision loop; the default
+    # 5 ms switch interval would let any of them delay a cycle (and a rollback) by 5 ms.
+    sys.setswitchinterval(0.0005)
     d = Daemon(config, **kw)
     uvloop.run(d.run())

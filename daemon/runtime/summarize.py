@@ -12,11 +12,16 @@ from daemon.tier1.model import FieldStats, SlotTelemetry
 from shm_layout.spec import RECORD_HEADER_WORDS
 
 
+_NAN = float("nan")
+
+
 def summarize(batches: list[np.ndarray], field_names: tuple[str, ...], generation: int, since_ns: int,
-              window_ns: int) -> tuple[tuple[SlotTelemetry, ...], int, int]:
+              window_ns: int, quantile_fields: frozenset | None = None) -> tuple[tuple[SlotTelemetry, ...], int, int]:
     """Summarise drained record batches. Returns (per-slot telemetry, records used, records skipped).
 
     since_ns: records stamped before this (CLOCK_MONOTONIC) are inside the settle time; skipped.
+    quantile_fields: fields whose p50/p95/p99 are computed (None: all); the others carry NaN
+    there, since no rule reads them and quantiles are most of the cost.
     """
     if not batches:
         return (), 0, 0
@@ -41,9 +46,11 @@ def summarize(batches: list[np.ndarray], field_names: tuple[str, ...], generatio
             col = col[np.isfinite(col)]
             if col.size == 0:
                 continue
-            p50, p95, p99 = np.percentile(col, (50.0, 95.0, 99.0))
-            fields[name] = FieldStats(int(col.size), float(col.mean()), float(col.min()), float(col.max()),
-                                      float(p50), float(p95), float(p99))
+            if quantile_fields is None or name in quantile_fields:
+                p50, p95, p99 = (float(v) for v in np.percentile(col, (50.0, 95.0, 99.0)))
+            else:
+                p50 = p95 = p99 = _NAN
+            fields[name] = FieldStats(int(col.size), float(col.mean()), float(col.min()), float(col.max()), p50, p95, p99)
         out.append(SlotTelemetry(slot=int(s), generation=generation, n_records=int(len(sel)),
                                  window_ns=window_ns, fields=fields))
     return tuple(out), used, total - used
