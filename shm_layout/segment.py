@@ -157,8 +157,13 @@ class Segment:
         self._w64 = self._copy.view(np.uint64)
         self._w32 = self._copy.view(np.uint32)
         self._wf = self._copy.view(np.float64)
-        self._drain_buf = np.zeros(self.capacity * self.record_words, dtype=np.uint64)
+        # one region per ring so a whole cycle's drain is one C call (see poll)
+        self._drain_buf = np.zeros(self.n_rings * self.capacity * self.record_words, dtype=np.uint64)
         self._drain_ptr = ffi.cast("uint64_t *", ffi.from_buffer("char[]", self._drain_buf))
+        self._counts = np.zeros(self.n_rings, dtype=np.int64)
+        self._counts_ptr = ffi.cast("int64_t *", ffi.from_buffer("char[]", self._counts))
+        self._state = np.zeros(5, dtype=np.uint64)
+        self._state_ptr = ffi.cast("uint64_t *", ffi.from_buffer("char[]", self._state))
         self._writer = False
 
     # ---- attach ---------------------------------------------------------------------
@@ -338,6 +343,22 @@ class Segment:
         if n < 0:
             raise AttachError(self.name, "ring_invariant", f"ring {ring}: indices broke head <= tail <= head + cap")
         return self._drain_buf[: n * self.record_words].reshape(n, self.record_words)
+
+    def poll(self, now_ns: int, lease_deadline_ns: int) -> tuple[list[np.ndarray], PlaneState]:
+        """The decision loop's one call per cycle: drain every ring, stamp the heartbeats, renew
+        the lease and read the data plane's state. Returned arrays are views into a buffer the
+        next call reuses: copy what you keep."""
+        lib.arqd_poll(self._base, self.rings_off, self.ring_stride, self.n_rings, self.capacity, self.record_words,
+                      self._drain_ptr, self.capacity, self._counts_ptr, now_ns, lease_deadline_ns, self._state_ptr)
+        per = self.capacity * self.record_words
+        out = []
+        for r, n in enumerate(self._counts.tolist()):
+            if n < 0:
+                raise AttachError(self.name, "ring_invariant", f"ring {r}: indices broke head <= tail <= head + cap")
+            out.append(self._drain_buf[r * per: r * per + n * self.record_words].reshape(n, self.record_words))
+        st = self._state.tolist()
+        return out, PlaneState(ack_generation=st[0], lease_state=st[1], lease_deadline_ns=lease_deadline_ns,
+                               lease_lapses=st[2], plane_heartbeat_ns=st[3], state=st[4])
 
     def heartbeat(self, now_ns: int) -> None:
         lib.arqd_store_rel(self._u64(self._ctl_off("daemon_heartbeat_ns")), now_ns)

@@ -327,3 +327,28 @@ def test_missing_segment_says_so():
     with pytest.raises(AttachError) as e:
         Segment.attach(unique_name("none"))
     assert e.value.check == "exists"
+
+
+def test_poll_drains_every_ring_renews_the_lease_and_reads_the_plane_in_one_call():
+    import select
+    with Plane("produce", unique_name(), "2", "5000", "--lossless") as p, Segment.attach(p.name) as seg:
+        seg.acquire_writer()
+        seg.publish(checked_snapshot(1), time.monotonic_ns() + 10**9)
+        p.send("go\n")
+        got = [0, 0]
+        while True:
+            now = time.monotonic_ns()
+            rows, st = seg.poll(now, now + 2 * 10**9)
+            for r in range(2):
+                if len(rows[r]):
+                    rec = decode_records(rows[r], 4)
+                    assert (rec["fields"][:, 1] == r).all() and (rec["seq"] != 0).all()
+                    got[r] += len(rows[r])
+            if got == [5000, 5000]:
+                break
+            select.select([], [], [], 0.001)
+        assert st.state == spec.STATE_READY
+        assert seg.plane_state().lease_deadline_ns == now + 2 * 10**9
+        assert seg.load_u64(seg._ctl_off("daemon_heartbeat_ns")) == now
+        p.result()
+        p.finish()

@@ -269,7 +269,7 @@ class Daemon:
         self.cycles += 1
         window = now - self.last_cycle_ns if self.last_cycle_ns else int(self.g.cycle.period_s * NS)
         self.last_cycle_ns = now
-        batches = [seg.drain(r).copy() for r in range(seg.n_rings)]
+        batches, st = seg.poll(now, now + int(self.g.lease.duration_s * NS))   # one C call
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
         slots, _used, skipped = summarize(batches, tuple(f.name for f in seg.declaration.fields),
@@ -277,7 +277,6 @@ class Daemon:
         t1 = time.perf_counter()
         self._time("summarize", t1 - t0)
         self.skipped_records += skipped
-        st = seg.plane_state()
         lease_ok = st.lease_state == spec.LEASE_ACTIVE or self.generation == 0
         out = ex.step(now, CycleInput(now, self.generation, slots, st.ack_generation, lease_ok))
         self._handle(now, out)
@@ -308,8 +307,6 @@ class Daemon:
                     self._time("t2_decision", t3 - t2)
                     self.driver.on_verdict(self._submit(now, p))
                     self._time("t1_apply", time.perf_counter() - t3)
-        seg.renew_lease(now + int(self.g.lease.duration_s * NS))
-        seg.heartbeat(now)
         if self.bus is not None:
             self._bus_summary(now)
         if self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:

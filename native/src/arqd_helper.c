@@ -23,3 +23,21 @@ int64_t arqd_drain(void *base, uint64_t rings_off, uint64_t stride, unsigned rin
                    uint32_t cap, uint32_t rec_words, uint64_t *out, uint64_t max) {
     return arq_ring_drain(arq_ring(base, rings_off, stride, ring), cap, rec_words, out, max);
 }
+
+void arqd_poll(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings, uint32_t cap,
+               uint32_t rec_words, uint64_t *out, uint64_t max_per_ring, int64_t *counts,
+               uint64_t now_ns, uint64_t lease_deadline_ns, uint64_t *state) {
+    arq_shm_control *ctl = arq_ctl(base);
+    for (unsigned r = 0; r < n_rings; r++) {
+        arq_shm_ring *ring = arq_ring(base, rings_off, stride, r);
+        counts[r] = arq_ring_drain(ring, cap, rec_words, out + (uint64_t)r * cap * rec_words, max_per_ring);
+        ARQ_STORE_REL(&ring->consumer_heartbeat_ns, now_ns);
+    }
+    ARQ_STORE_REL(&ctl->daemon_heartbeat_ns, now_ns);
+    ARQ_STORE_REL(&ctl->lease_deadline_ns, lease_deadline_ns);
+    state[0] = ARQ_LOAD_ACQ(&ctl->ack_generation);
+    state[1] = ARQ_LOAD_ACQ(&ctl->lease_state);
+    state[2] = ARQ_LOAD_ACQ(&ctl->lease_lapses);
+    state[3] = ARQ_LOAD_ACQ(&ctl->plane_heartbeat_ns);
+    state[4] = ARQ_LOAD_ACQ(&arq_hdr(base)->state);
+}

@@ -16,3 +16,11 @@ uint64_t arqd_publish(void *base, const void *copy, uint64_t lease_deadline_ns);
 uint64_t arqd_read_snapshot(void *base, void *out_copy);
 int64_t  arqd_drain(void *base, uint64_t rings_off, uint64_t stride, unsigned ring,
                     uint32_t cap, uint32_t rec_words, uint64_t *out, uint64_t max);
+/* One call per decision cycle, so the daemon releases the GIL once instead of a dozen times:
+ * drain every ring (ring r's records land at out + r * cap * rec_words; counts[r] is the number
+ * copied, or -1 if its indices are corrupt), stamp the daemon and consumer heartbeats, renew the
+ * lease, and read the data plane's state into state[5] =
+ * {ack_generation, lease_state, lease_lapses, plane_heartbeat_ns, header state}. */
+void     arqd_poll(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings, uint32_t cap,
+                   uint32_t rec_words, uint64_t *out, uint64_t max_per_ring, int64_t *counts,
+                   uint64_t now_ns, uint64_t lease_deadline_ns, uint64_t *state);
