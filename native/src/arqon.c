@@ -556,6 +556,13 @@ static inline __attribute__((always_inline)) int read_into(arq_tcache *t, arq_pl
             cut[0] = t->cut[0], cut[1] = t->cut[1], cut[2] = t->cut[2];
             cw0 = cw1 = vw0 = vw1 = 0;
         } else {
+            /* From another core the header and the row are both misses, and the row's address
+             * waits for the header (slot pick): start slots 0 and 1's rows now. */
+            const uint64_t *r0 = src + W_ROWS, *last = r0 + p->n_knobs - 1;
+            __builtin_prefetch(r0);
+            __builtin_prefetch(last);
+            __builtin_prefetch(r0 + ARQ_MAX_KNOBS);
+            __builtin_prefetch(last + ARQ_MAX_KNOBS);
             gen = ARQ_DATA_LOAD(&src[W_GEN]);
             salt = ARQ_DATA_LOAD(&src[W_SALT]);
             n = (uint32_t)ARQ_DATA_LOAD(&src[W_NSLOT]);
