@@ -192,6 +192,7 @@ class Daemon:
             raise SystemExit(f"{self.config_path}: does not match /arqon.{self.g.target}:\n  " + "\n  ".join(problems))
         seg.acquire_writer()
         self.seg = seg
+        self.field_names = tuple(f.name for f in seg.declaration.fields)
         history = self._open_ledger() if self.ledger is None else list(self._history())
         self.ex = Executor(self.g, seg.declaration, run_id=f"arqond-{os.getpid()}-{seg.epoch & 0xffff:04x}",
                            config_generation=self.config_generation, history=history)
@@ -272,8 +273,8 @@ class Daemon:
         batches, st = seg.poll(now, now + int(self.g.lease.duration_s * NS))   # one C call
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
-        slots, _used, skipped = summarize(batches, tuple(f.name for f in seg.declaration.fields),
-                                          self.generation, settle_from, window, self._quantile_fields())
+        slots, _used, skipped = summarize(batches, self.field_names, self.generation, settle_from, window,
+                                          self._quantile_fields())
         t1 = time.perf_counter()
         self._time("summarize", t1 - t0)
         self.skipped_records += skipped
@@ -309,7 +310,7 @@ class Daemon:
                     self._time("t1_apply", time.perf_counter() - t3)
         if self.bus is not None:
             self._bus_summary(now)
-        if self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
+        if self.cycles % 10 == 0 and self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
             # disk full, unwritable path or a full queue: audit is sacred, so stop changing things
             err = self.ledger.state.error or "audit queue full"
             self._handle(now, ex.command(now, Command("enter_safe_mode", "runtime", f"audit ledger unhealthy: {err}")))
