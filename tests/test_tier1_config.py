@@ -36,12 +36,12 @@ def test_repo_guardrails_loads_and_matches_the_universe_data_plane():
     assert g.metrics.address == "127.0.0.1:9464" and g.cycle.period_s == 0.010
     assert g.bus.enabled is False and g.bus.url == "ws://127.0.0.1:9100"
     # precedence: knob > limits > preset
-    assert resolve_knob(g, "decay", 0.0, 1.0).max_delta == 0.05
-    assert resolve_knob(g, "diffusion", 0.0, 1.0).max_delta == 0.1
+    assert resolve_knob(g, "decay", 0.0, 1.0).max_delta == 0.1
+    assert resolve_knob(g, "diffusion", 0.0, 1.0).max_delta == 0.2
     sub = resolve_knob(g, "substeps", 1, 16)
-    assert (sub.delta_mode, sub.max_delta, sub.rate_limit_hz, sub.min_interval_s) == ("absolute", 1, 2, 0.5)
+    assert (sub.delta_mode, sub.max_delta, sub.rate_limit_hz, sub.min_interval_s) == ("absolute", 3, 5, 0.2)
     noise = resolve_knob(g, "noise", 0.0, 2.0)
-    assert (noise.lo, noise.hi) == (0.0, 0.5)
+    assert (noise.lo, noise.hi) == (0.0, 1.0)
 
 
 def test_every_default_key_is_documented_in_the_repo_file():

@@ -4,8 +4,10 @@ Each point runs the real data plane with `--fixed` (the daemon is ignored) and `
 (that phase's conditions held for the whole run), and scores the phase summary with the
 demo's objective:
 
-- universe: minimise  mean(error) + LATENCY_WEIGHT * mean(step_time_s) / SLO
-            subject to p99(step_time_s) <= SLO and mean(instability) <= MAX_INSTABILITY
+- universe: minimise  mean(error) + LATENCY_WEIGHT * p50(step_time_s) / SLO
+            subject to p50(step_time_s) <= SLO / 2 and mean(instability) <= MAX_INSTABILITY
+            (the median, not p99: on a shared 2-core machine a tile-step's p99 measures
+            preemption by the neighbours, not the setting; guardrails.yaml's SLO is the same)
             (runs unpaced on a virtual clock, so a point costs only its compute)
 - serve:    maximise  mean(quality)   (ties: lower p99 latency)
             subject to p99(latency_s) <= SLA and mean(error) <= MAX_ERROR_RATE
@@ -26,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .apps import PHASES, declared_knobs, start_app, unique_name
 
-LATENCY_WEIGHT = 0.2        # universe: error units per SLO of mean step time
+LATENCY_WEIGHT = 0.2        # universe: error units per SLO of median step time
 MAX_INSTABILITY = 0.05      # universe: mean instability above this is infeasible
 MAX_ERROR_RATE = 0.01       # serve: deadline misses + drops above this are infeasible
 
@@ -38,6 +40,8 @@ UNIVERSE_GRID: dict[str, tuple[float, ...]] = {
     "noise": (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8),
     "substeps": (1, 2, 3, 4, 6, 8, 16),
 }
+# First steps of the off-grid compass search after the grid search (universe).
+UNIVERSE_REFINE = {"diffusion": 0.1, "decay": 0.04, "noise": 0.1, "substeps": 1}
 SERVE_GRID: dict[str, tuple] = {
     "variant": ("fp32", "fp32_blocked", "int8", "early_exit_2", "early_exit_1"),
     "threads": (1, 2),
@@ -57,8 +61,9 @@ def universe_objective(phase: Mapping, slo_s: float | None = None) -> tuple[bool
         return False, math.inf
     f = g["fields"]
     slo = slo_s if slo_s is not None else phase["conditions"]["slo_step_time_s"]
-    value = _f(f["error"]["mean"]) + LATENCY_WEIGHT * _f(f["step_time_s"]["mean"]) / slo
-    feasible = _f(f["step_time_s"]["p99"]) <= slo and _f(f["instability"]["mean"]) <= MAX_INSTABILITY
+    # p50, not the mean: a few preempted steps move the mean of a 10 us step by microseconds
+    value = _f(f["error"]["mean"]) + LATENCY_WEIGHT * _f(f["step_time_s"]["p50"]) / slo
+    feasible = _f(f["step_time_s"]["p50"]) <= 0.5 * slo and _f(f["instability"]["mean"]) <= MAX_INSTABILITY
     return feasible, value
 
 
@@ -84,10 +89,16 @@ def _better(a: tuple[bool, float], b: tuple[bool, float] | None) -> bool:
 
 
 def _coordinate_search(grid: Mapping[str, Sequence], start: dict, score: Callable[[dict], tuple],
-                       max_rounds: int = 3, n_random: int = 0, seed: int = 0) -> tuple[dict, tuple, int]:
+                       max_rounds: int = 3, n_random: int = 0, seed: int = 0,
+                       refine: Mapping[str, tuple[float, float, float, bool]] | None = None,
+                       refine_evals: int = 60, extra_starts: Sequence[dict] = ()) -> tuple[dict, tuple, int]:
     """Coordinate descent over the grid from the best of `start` and `n_random` seeded grid
     points (the random starts get it out of the valleys where the objective's terms trade
-    off against each other along two knobs at once)."""
+    off against each other along two knobs at once), then, with `refine` (knob -> (step, lo,
+    hi, integer)), a compass search off the grid: try +/- step on each knob, take the first
+    improvement, halve the (non-integer) steps when a pass finds none; at most refine_evals
+    more points. The grid alone misses optima that sit between its lines. `extra_starts`
+    (partial settings) compete with `start` as starting points."""
     cache: dict[tuple, tuple] = {}
 
     def ev(setting: dict) -> tuple:
@@ -98,6 +109,10 @@ def _coordinate_search(grid: Mapping[str, Sequence], start: dict, score: Callabl
 
     best = dict(start)
     best_s = ev(best)
+    for cand in extra_starts:
+        s = ev({**start, **cand})
+        if _better(s, best_s):
+            best, best_s = {**start, **cand}, s
     rng = random.Random(seed)
     for _ in range(n_random):
         cand = {**start, **{k: rng.choice(list(v)) for k, v in grid.items()}}
@@ -114,6 +129,31 @@ def _coordinate_search(grid: Mapping[str, Sequence], start: dict, score: Callabl
                     best, best_s, changed = cand, s, True
         if not changed:
             break
+    if refine:
+        steps = {k: float(v[0]) for k, v in refine.items()}
+        floor = {k: (1.0 if v[3] else v[0] / 8.0) for k, v in refine.items()}
+        spent = 0
+        while spent < refine_evals and any(steps[k] >= floor[k] for k in steps):
+            improved = False
+            for knob, (_, lo, hi, integer) in refine.items():
+                if steps[knob] < floor[knob]:
+                    continue
+                for sign in (1.0, -1.0):
+                    v = min(max(best[knob] + sign * steps[knob], lo), hi)
+                    v = int(round(v)) if integer else round(v, 6)
+                    if v == best[knob]:
+                        continue
+                    cand = {**best, knob: v}
+                    key = tuple(sorted(cand.items()))
+                    spent += key not in cache
+                    s = ev(cand)
+                    if _better(s, best_s):
+                        best, best_s, improved = cand, s, True
+                        break
+            if not improved:
+                steps = {k: (v if refine[k][3] else v / 2.0) for k, v in steps.items()}
+                if all(refine[k][3] or steps[k] < floor[k] for k in steps):
+                    break
     return best, best_s, len(cache)
 
 
@@ -131,7 +171,8 @@ def _run_point(kind: str, scenario: str, seed: int, phase: int, setting: Mapping
 
 def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[str, Sequence] | None = None,
                 seconds_per_point: float | None = None, *, phases: Sequence[int] | None = None,
-                jobs: int | None = None, overall: bool = True, n_random: int | None = None) -> dict:
+                jobs: int | None = None, overall: bool = True, n_random: int | None = None,
+                refine_steps: Mapping[str, float] | None = None) -> dict:
     """Best static setting per phase of `scenario`, by the demo objective.
 
     Returns {"kind", "scenario", "seed", "objective", "phases": [{"phase", "name", "best",
@@ -164,6 +205,9 @@ def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[
         probe = _run_point(kind, scenario, seed, phase_ids[0], {"variant": "early_exit_1"}, 0.3, ())
         extra = ["--capacity", repr(float(probe["conditions"]["rate_rps"] / probe["conditions"]["load"]))]
     start = {k.name: (int(k.initial) if k.integer else k.initial) for k in knobs.values()}
+    refine = None
+    if kind == "universe" and refine_steps:
+        refine = {n: (st, knobs[n].min, knobs[n].max, knobs[n].integer) for n, st in refine_steps.items() if n in grid}
     if "variant" in grid:
         start["variant"] = grid["variant"][0]
 
@@ -175,7 +219,18 @@ def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[
             summaries[tuple(sorted(setting.items()))] = summary
             return objective(summary)
 
-        best, (feasible, value), n = _coordinate_search(grid, start, score, n_random=n_random, seed=seed * 100 + ph)
+        starts: list[dict] = []
+        if kind == "universe":
+            # The settings the phase's targets were computed from (the data plane reports them)
+            # start the search too: the yardstick must be at least as good as the reference.
+            score(start)
+            cond = summaries[tuple(sorted(start.items()))]["conditions"]
+            for key in ("reference_start", "reference_end"):
+                ref = cond.get(key)
+                if ref and all(k in grid for k in ref):
+                    starts.append({k: (int(v) if knobs[k].integer else float(v)) for k, v in ref.items()})
+        best, (feasible, value), n = _coordinate_search(grid, start, score, n_random=n_random, seed=seed * 100 + ph,
+                                                        refine=refine, extra_starts=starts)
         return {"phase": ph, "name": PHASES[kind][ph], "best": best, "feasible": feasible, "objective": value,
                 "summary": summaries[tuple(sorted(best.items()))], "evaluated": n}
 
@@ -188,12 +243,58 @@ def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[
         winners = {tuple(sorted(p["best"].items())): p["best"] for p in per_phase}
         pairs = list(itertools.product(winners.values(), phase_ids))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-            scored = list(ex.map(lambda sp: objective(_run_point(kind, scenario, seed, sp[1], sp[0], seconds, extra)),
-                                 pairs))
+            runs = list(ex.map(lambda sp: _run_point(kind, scenario, seed, sp[1], sp[0], seconds, extra), pairs))
+        scored = [objective(r) for r in runs]
         table: dict[tuple, list] = {}
-        for (setting, _), s in zip(pairs, scored):
-            table.setdefault(tuple(sorted(setting.items())), []).append(s)
+        rows: dict[tuple, list] = {}
+        for (setting, ph), s, r in zip(pairs, scored, runs):
+            key = tuple(sorted(setting.items()))
+            table.setdefault(key, []).append(s)
+            f = r["baseline"]["fields"]
+            row = {"phase": ph, "feasible": s[0], "objective": s[1]}
+            if kind == "serve":
+                row.update(quality=f["quality"]["mean"], p99_latency_s=f["latency_s"]["p99"], count=r["baseline"]["count"])
+            rows.setdefault(key, []).append(row)
         best_key = min(table, key=lambda k: (-sum(f for f, _ in table[k]), sum(v for _, v in table[k])))
         out["overall"] = {"best": winners[best_key], "feasible_phases": sum(f for f, _ in table[best_key]),
-                          "mean_objective": sum(v for _, v in table[best_key]) / len(phase_ids)}
+                          "mean_objective": sum(v for _, v in table[best_key]) / len(phase_ids),
+                          "phases": rows[best_key]}
+        if kind == "serve":
+            q = [r["quality"] for r in rows[best_key] if r["quality"] is not None]
+            out["overall"]["quality"] = sum(q) / len(q) if q else None
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m daemon.demo.sweep --write`: regenerate daemon/demo/best_static.json."""
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+    ap = argparse.ArgumentParser(prog="python -m daemon.demo.sweep")
+    ap.add_argument("--kind", choices=("universe", "serve", "all"), default="all")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--write", action="store_true", help="update daemon/demo/best_static.json (else print)")
+    a = ap.parse_args(argv)
+    path = Path(__file__).with_name("best_static.json")
+    data = json.loads(path.read_text()) if path.exists() else {}
+    for kind in (("universe", "serve") if a.kind == "all" else (a.kind,)):
+        t = time.monotonic()
+        # serve: what the serve profile lets arqond choose (the variant; one worker, no batching),
+        # so "the best fixed variant" is a setting arqond could have held
+        grid = None if kind == "universe" else {"variant": SERVE_GRID["variant"]}
+        res = best_static(kind, "demo", a.seed, grid=grid,
+                          refine_steps=UNIVERSE_REFINE if kind == "universe" else None)
+        res["sweep_wall_s"] = round(time.monotonic() - t, 1)
+        res["command"] = f"python -m daemon.demo.sweep --kind {kind} --seed {a.seed} --write"
+        data[kind] = res
+    text = json.dumps(data, indent=1)
+    if a.write:
+        path.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,7 +8,12 @@ and step sizes derived from max_delta. Each round's points run as probe arms bes
 the same time (their objective is paired with the baseline over the same blocks, so load drift
 cancels: y = arm - baseline). Every `rollout_every` rounds the recommendation is rolled out
 through the canary steps; whatever the outcome, the next epoch starts at the (possibly new)
-baseline with a seed derived from (seed, epoch). Variants: every `explore_every` rounds the
+baseline with a seed derived from (seed, epoch). A probe arm that beat the baseline clearly
+(paired, by more than GREEDY_SE standard errors and GREEDY_REL of the baseline) is rolled out
+at once instead: it has already been measured beside the baseline, so waiting for the
+optimizer's iterate only delays a move the data supports (this is what lets the tuner follow a
+scenario change within seconds). Probes sit at the full max delta (the largest move Tier 1
+allows), so a winning arm is the largest step the rules permit in a descent direction. Variants: every `explore_every` rounds the
 eligible variants play a tournament as probe arms; a discounted bandit keeps their relative
 reward and SLA feasibility; a new leader is rolled out.
 """
@@ -28,6 +33,14 @@ from . import make_bandit, make_optimizer
 from .core import NoChange
 
 
+GREEDY_SE = 2.0      # a probe arm must beat the baseline by this many standard errors...
+GREEDY_REL = 0.02    # ...and by this fraction of |baseline objective| to be rolled out at once
+GREEDY_REL_NO_SE = 0.05   # probes report no standard error: then a larger relative margin
+MAX_REJECTS = 3      # consecutive rejected probes (quarantine, rate) before a fresh epoch
+BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles): no refusal storms
+RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
+
+
 class TuningDriver:
     """One per target. Call `next_proposal` when Tier 1 is idle; feed it every Evaluation and
     every rejected Verdict. `log` records (round, kind, inputs) for the audit trail."""
@@ -36,7 +49,10 @@ class TuningDriver:
         t = g.tuning
         self.g, self.decl, self.cfg = g, decl, t
         names = list(t.knobs) or [k.name for k in decl.knobs if k.name in g.knobs]
-        self.names = [n for n in names if not decl.knobs[decl.knob_index(n)].integer] or names
+        # Integer knobs are tuned when listed explicitly (points are rounded to whole numbers);
+        # by default only the continuous ones.
+        self.names = names if t.knobs else ([n for n in names if not decl.knobs[decl.knob_index(n)].integer] or names)
+        self.integer = np.array([decl.knobs[decl.knob_index(n)].integer for n in self.names])
         self.rk = [resolve_knob(g, n, decl.knobs[decl.knob_index(n)].min, decl.knobs[decl.knob_index(n)].max)
                    for n in self.names]
         self.bounds = np.array([[r.lo, r.hi] for r in self.rk], dtype=float)
@@ -56,6 +72,10 @@ class TuningDriver:
         self.pending_kind = ""
         self.opt = None
         self.a_gain: Optional[float] = None
+        self.winner: Optional[Arm] = None     # a probe arm that clearly beat the baseline
+        self.rejects = 0
+        self.quiet = 0                        # calls left to stay silent after a refusal
+        self.scale = 1.0                      # probe size, fraction of max_delta (trust region)
         self.variants = self._eligible_variants() if t.variants else []
         self.bandit = (make_bandit(t.bandit, len(self.variants), seed=t.seed * 7919 + 1, discount=0.95)
                        if len(self.variants) > 1 else None)
@@ -79,17 +99,19 @@ class TuningDriver:
         if self.cfg.optimizer == "spsa":
             # perturbation half of max_delta, steps small enough that rollout_every rounds of
             # drift plus a perturbation stay within max_delta of the baseline.
-            opts.setdefault("c", max(1e-4, min(0.49, 0.5 * md_norm)))
+            opts.setdefault("c", max(1e-4, min(0.49, self.scale * md_norm)))
             opts.setdefault("max_step", max(1e-4, 0.5 * md_norm / self.cfg.rollout_every))
             opts.setdefault("tracking", True)
             if self.a_gain is not None:
                 opts.setdefault("a", self.a_gain)
-        self.opt = make_optimizer(self.cfg.optimizer, self.bounds, seed=self.cfg.seed * 100003 + self.epoch, **opts)
+        self.opt = make_optimizer(self.cfg.optimizer, self.bounds,
+                                  seed=self.cfg.seed * 100003 + self.epoch * 7 + self.rejects, **opts)
         self.round = 0
 
     def _clip(self, x: np.ndarray, base: np.ndarray) -> np.ndarray:
         x = np.clip(x, base - self.max_delta, base + self.max_delta)
-        return np.clip(x, self.bounds[:, 0], self.bounds[:, 1])
+        x = np.clip(x, self.bounds[:, 0], self.bounds[:, 1])
+        return np.where(self.integer, np.round(x), x)
 
     def _baseline_vec(self, baseline: dict[str, float]) -> np.ndarray:
         return np.array([baseline[n] for n in self.names], dtype=float)
@@ -100,6 +122,9 @@ class TuningDriver:
         """The next thing to try, or None (something is pending or tuning is off)."""
         if not self.cfg.enabled or self.pending is not None:
             return None
+        if self.quiet > 0:
+            self.quiet -= 1
+            return None
         base = self._baseline_vec(baseline)
         if self.opt is None:
             self._start_epoch(base)
@@ -107,6 +132,13 @@ class TuningDriver:
             p = self._variant_step(baseline_variant)
             if p is not None:
                 return self._set_pending(p, p.kind if p.kind == "rollout" else "variant_probe")
+        if self.winner is not None:
+            arm, self.winner = self.winner, None
+            self.epoch += 1
+            self.opt = None
+            return self._set_pending(Proposal(self._new_id("rollout"), "rollout", (arm,), source=self.cfg.optimizer,
+                                              seed=self.cfg.seed, note=f"epoch {self.epoch - 1} probe winner"),
+                                     "rollout")
         if self.round >= self.cfg.rollout_every:
             x = self._clip(self._current(), base)
             self.epoch += 1
@@ -167,8 +199,17 @@ class TuningDriver:
         """A rejected proposal: the optimizer's round does not count (k not advanced)."""
         if self.pending is None or v.proposal_id != self.pending.proposal_id or v.accepted:
             return
+        self.quiet = BACKOFF_CALLS
+        if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
+            self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
             self.opt.reject()
+            self.rejects += 1
+            if self.rejects >= MAX_REJECTS:
+                # the optimizer keeps asking for points Tier 1 refuses (a quarantined region
+                # next to the baseline): a fresh epoch with another seed instead of a refusal loop
+                self.epoch += 1
+                self.opt = None
         self.pending, self.pending_kind = None, ""
 
     def on_evaluations(self, evals: list[Evaluation]) -> None:
@@ -182,11 +223,17 @@ class TuningDriver:
         self.pending, self.pending_kind = None, ""
         if kind == "probe" and self.opt is not None:
             y = []
+            if any(e.status == "slo_breach" for e in mine):
+                # a probe broke an SLO: the region next to the baseline is steep; probe closer
+                self.scale = max(0.25, 0.5 * self.scale)
             for e in mine:
                 if e.status == "slo_breach":
                     scale = abs(e.baseline_objective) if e.baseline_objective else 1.0
                     y.append(scale)            # as bad as doubling the objective: move away
-                elif e.status in ("ok", "regression") and e.objective is not None and e.baseline_objective is not None:
+                elif (e.status in ("ok", "regression", "insufficient_data") and e.objective is not None
+                      and e.baseline_objective is not None):
+                    # a short window is still a measurement (an arm that blows up reports little
+                    # and badly); only an arm with no value at all voids the round
                     y.append(sign * (e.objective - e.baseline_objective))
                 else:
                     y = None
@@ -194,8 +241,10 @@ class TuningDriver:
             if y is None or len(y) != len(p.arms):
                 self.opt.reject()
             else:
+                self.rejects = 0
                 self.opt.tell(np.array(y))
                 self.round += 1
+                self._greedy(p, mine, y)
                 a = getattr(self.opt, "a", None)
                 if isinstance(a, float):
                     self.a_gain = a
@@ -214,6 +263,20 @@ class TuningDriver:
         elif kind == "rollout":
             self._after_rollout(p)
 
+    def _greedy(self, p: Proposal, mine: list[Evaluation], y: list[float]) -> None:
+        """Remember the best probe arm if it beat the baseline clearly (oriented: y < 0 is better)."""
+        i = int(np.argmin(y))
+        e = mine[i]
+        if e.status != "ok" or e.baseline_objective is None or y[i] >= 0:
+            return
+        scale = abs(e.baseline_objective)
+        if e.stderr is not None and math.isfinite(e.stderr):
+            clear = -y[i] > GREEDY_SE * e.stderr and -y[i] > GREEDY_REL * scale
+        else:
+            clear = -y[i] > GREEDY_REL_NO_SE * scale
+        if clear:
+            self.winner = p.arms[e.arm]
+
     def on_experiment_end(self) -> None:
         """Tier 1 has no live experiment any more: whatever was pending is over (a promoted
         rollout, an abort without evaluations, a kill switch)."""
@@ -227,6 +290,7 @@ class TuningDriver:
             self._after_rollout(p)
 
     def _after_rollout(self, p: Proposal) -> None:
+        self.scale = min(1.0, 2.0 * self.scale)   # the baseline moved: probe wide again
         # Relative variant rewards were measured against the old baseline; start afresh.
         if any(a.variant for a in p.arms) and self.bandit is not None:
             self.bandit = make_bandit(self.cfg.bandit, len(self.variants), seed=self.cfg.seed * 7919 + self.seq,

@@ -459,7 +459,7 @@ static void fifo_pop(fifo *f, request *out) {
 
 /* ---- stats ------------------------------------------------------------------------------- */
 
-enum { G_BASE, G_CAND, G_VAR0, NG = G_VAR0 + NV };
+enum { G_BASE, G_CAND, G_VAR0, G_ALL = G_VAR0 + NV, NG };   /* G_ALL: every request, whatever its slot */
 static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
 static group_acc phase_acc[NPH][NG], live_acc[NG];
 static uint64_t phase_drops[NPH], phase_arrivals[NPH];
@@ -472,6 +472,8 @@ static void record(int ph, const arq_view *v, const double *f) {
     group_add(&phase_acc[ph][gv], f, NF);
     group_add(&live_acc[g], f, NF);
     group_add(&live_acc[gv], f, NF);
+    group_add(&phase_acc[ph][G_ALL], f, NF);
+    group_add(&live_acc[G_ALL], f, NF);
     pthread_mutex_unlock(&stats_mu);
 }
 
@@ -620,7 +622,9 @@ static void *worker_main(void *arg) {
 /* ---- output ---------------------------------------------------------------------------------- */
 
 static void print_groups(group_acc *acc) {
-    fputs("\"baseline\": ", stdout);
+    fputs("\"all\": ", stdout);
+    json_group(stdout, &acc[G_ALL], FIELDS, NF);
+    fputs(", \"baseline\": ", stdout);
     json_group(stdout, &acc[G_BASE], FIELDS, NF);
     fputs(", \"candidates\": ", stdout);
     json_group(stdout, &acc[G_CAND], FIELDS, NF);

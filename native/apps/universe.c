@@ -249,16 +249,17 @@ static double field_error(const tile_stats *st, const target_t *tg) {
            fabs(st->rough - tg->rough) / tg->rough;
 }
 
-/* Records of a tile whose knobs changed are held back this many steps: three relaxation
- * times of the slowest mode (1/decay), bounded so a slow decay still reports. */
+/* Records of a tile whose knobs changed are held back this many steps: 2.5 relaxation
+ * times of the slowest mode (1/decay, ~8% of the old state left), bounded so a slow decay
+ * still reports within a 0.3 s probe window (40 steps = 0.2 s at 200 steps/s). */
 static int settle_steps(double decay) {
-    int s = (int)ceil(3.0 / decay);
-    return s < 5 ? 5 : (s > 60 ? 60 : s);
+    int s = (int)ceil(2.5 / decay);
+    return s < 5 ? 5 : (s > 40 ? 40 : s);
 }
 
 /* ---- stats per phase and group ------------------------------------------------------------ */
 
-enum { G_BASE, G_CAND, NG };
+enum { G_BASE, G_CAND, G_ALL, NG };   /* G_ALL: every tile-step, whatever its slot */
 static group_acc phase_acc[NPH][NG], live_acc[NG];
 static double field_sum[NPH][NG][3];   /* sums of mean/std/rough of reported tile-steps */
 static uint64_t blowups[NPH][NG];
@@ -267,6 +268,8 @@ static void record(int ph, const arq_view *v, const double *f, const tile_stats 
     int g = v->slot == 0 ? G_BASE : G_CAND;
     group_add(&phase_acc[ph][g], f, NF);
     group_add(&live_acc[g], f, NF);
+    group_add(&phase_acc[ph][G_ALL], f, NF);
+    group_add(&live_acc[G_ALL], f, NF);
     if (isfinite(st->mean) && isfinite(st->std) && isfinite(st->rough)) {
         field_sum[ph][g][0] += st->mean; field_sum[ph][g][1] += st->std; field_sum[ph][g][2] += st->rough;
     }
@@ -285,10 +288,11 @@ static void print_status(double t, int ph, const target_t *tg, uint64_t steps, a
     json_group(stdout, &live_acc[G_BASE], FIELDS, NF);
     fputs(", \"candidates\": ", stdout);
     json_group(stdout, &live_acc[G_CAND], FIELDS, NF);
+    fputs(", \"all\": ", stdout);
+    json_group(stdout, &live_acc[G_ALL], FIELDS, NF);
     fputs("}\n", stdout);
     fflush(stdout);
-    group_reset(&live_acc[G_BASE], NF);
-    group_reset(&live_acc[G_CAND], NF);
+    for (int g = 0; g < NG; g++) group_reset(&live_acc[g], NF);
 }
 
 int main(int argc, char **argv) {
@@ -439,17 +443,21 @@ int main(int argc, char **argv) {
             printf("%s{\"index\": %d, \"name\": \"%s\", \"start_s\": %.3f, \"end_s\": %.3f, "
                    "\"conditions\": {\"tile\": %d, \"strength\": %g, \"steps_per_s\": %g, \"slo_step_time_s\": %g, "
                    "\"target_start\": {\"mean\": %.6g, \"std\": %.6g, \"rough\": %.6g}, "
-                   "\"target_end\": {\"mean\": %.6g, \"std\": %.6g, \"rough\": %.6g}}",
+                   "\"target_end\": {\"mean\": %.6g, \"std\": %.6g, \"rough\": %.6g}, "
+                   "\"reference_start\": {\"diffusion\": %g, \"decay\": %g, \"noise\": %g, \"substeps\": %d}, "
+                   "\"reference_end\": {\"diffusion\": %g, \"decay\": %g, \"noise\": %g, \"substeps\": %d}}",
                    first ? "" : ", ", i, P->name, tl.start[i], tl.start[i + 1], P->n, P->strength, P->steps_per_s,
-                   SLO_STEP_TIME_S, tgm0[i].mean, tgm0[i].std, tgm0[i].rough, tgm1[i].mean, tgm1[i].std, tgm1[i].rough);
+                   SLO_STEP_TIME_S, tgm0[i].mean, tgm0[i].std, tgm0[i].rough, tgm1[i].mean, tgm1[i].std, tgm1[i].rough,
+                   P->ref0.diffusion, P->ref0.decay, P->ref0.noise, P->ref0.substeps,
+                   P->ref1.diffusion, P->ref1.decay, P->ref1.noise, P->ref1.substeps);
             first = 0;
-            const char *gname[NG] = {"baseline", "candidates"};
+            const char *gname[NG] = {"baseline", "candidates", "all"};
             for (int g = 0; g < NG; g++) {
                 printf(", \"%s\": ", gname[g]);
                 json_group(stdout, &phase_acc[i][g], FIELDS, NF);
             }
             fputs(", \"field\": {", stdout);
-            for (int g = 0; g < NG; g++) {
+            for (int g = 0; g < G_ALL; g++) {
                 double n = (double)(phase_acc[i][g].count - blowups[i][g]);
                 printf("%s\"%s\": {\"mean\": ", g ? ", " : "", gname[g]);
                 json_num(stdout, n > 0 ? field_sum[i][g][0] / n : NAN);
@@ -468,7 +476,6 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NT; i++) { free(tiles[i].u); free(tiles[i].tmp); free(tiles[i].src); }
     for (int i = 0; i < NPH; i++)
         for (int g = 0; g < NG; g++) group_free(&phase_acc[i][g], NF);
-    group_free(&live_acc[0], NF);
-    group_free(&live_acc[1], NF);
+    for (int g = 0; g < NG; g++) group_free(&live_acc[g], NF);
     return 0;
 }
