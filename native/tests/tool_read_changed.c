@@ -1,4 +1,4 @@
-/* tool_read_changed NAME [--so PATH]: cost of arq_read right after a publish (the read that
+/* tool_read_changed NAME [--so PATH] [--check]: cost of arq_read right after a publish (the read that
  * refreshes the per-thread cache), next to the cost of an unchanged read. One JSON line.
  *
  * Each method alone charges the read for something else, so several are reported:
@@ -14,7 +14,9 @@
  *          the cost of timing nothing; gives a tail (p99). See to_ns() on the TSC's step.
  *   read_changed_xthread_*: single reads while another thread, on the other core, publishes as
  *          the daemon does: the first read that sees a new generation also pays the cache-line
- *          transfers from the publisher's core. Machine-bound; context, not the floor.
+ *          transfers from the publisher's core. Machine-bound (on this VM it moves between ~100
+ *          and ~450 ns from run to run with where the two vCPUs land); context, not the floor.
+ *          Its unchanged samples include the first read of the other slot after a change.
  * --so PATH runs everything through dlopen(PATH) instead of the static library: the shared
  * object's TLS access, and a check that it can be dlopen()ed at all. Read-path checks against a
  * model of the contract run first (see check_read_path); --check runs only them.
@@ -210,7 +212,7 @@ static int method_xthread(arq_plane *p, uint8_t *base, dist *changed, dist *unch
         api.read(p, key++, &v);
         uint64_t t = ts_end() - t0;
         if (v.generation != last) {
-            if (last) ch[nch++] = t;        /* the first read sees the initial snapshot */
+            if (last) ch[nch++] = t;        /* the first one sees the previous method's snapshot */
             last = v.generation;
             __atomic_store_n(&x->seen, last, __ATOMIC_RELEASE);
         } else if (nun < N && (key & 15) == 0) {
