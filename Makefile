@@ -59,6 +59,7 @@ header: $(VENV)/.stamp
 # --- tests -------------------------------------------------------------------
 test-c: native
 	@for t in $(CTESTS); do echo "== $$t"; ./$(B)/$$t || exit 1; done
+	@echo "== read path against its model"; ./$(B)/tool_read_changed rp-check-$$$$ --check
 
 sanitize: $(addprefix $(B)/asan/,$(CTESTS)) $(addprefix $(B)/tsan/,$(CTESTS))
 	@for t in $(CTESTS); do echo "== asan+ubsan $$t"; ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/$$t --quick || exit 1; done

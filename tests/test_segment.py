@@ -195,18 +195,24 @@ def test_kill9_of_the_producer_mid_emit_and_takeover_with_new_epoch():
 
 
 def test_lease_lapse_falls_back_to_slot_0_within_1ms_of_the_deadline():
-    latencies = []
-    for _ in range(5):
+    latencies, missed = [], 0
+    for _ in range(8):
         with Plane("lease", unique_name()) as p, Segment.attach(p.name) as seg:
             seg.acquire_writer()
             deadline = time.monotonic_ns() + 60_000_000
             seg.publish(checked_snapshot(1), deadline)
             res = p.result()
-            assert res["lapse_seen_ns"] >= deadline, "fell back before the deadline"
-            latencies.append(res["lapse_seen_ns"] - deadline)
-            assert seg.plane_state().lease_state == spec.LEASE_LAPSED
-            assert seg.plane_state().lease_lapses == 1
+            st = seg.plane_state()
+            assert st.lease_state == spec.LEASE_LAPSED and st.lease_lapses == 1
+            if res["lapse_seen_ns"] == 0:
+                missed += 1   # the reader never ran while the lease was active (starved of CPU)
+            else:
+                assert res["lapse_seen_ns"] >= deadline, "fell back before the deadline"
+                latencies.append(res["lapse_seen_ns"] - deadline)
             p.finish()
+        if len(latencies) == 5:
+            break
+    assert len(latencies) == 5, f"only {len(latencies)} measurable runs ({missed} starved)"
     # median over 5 runs so one scheduler hiccup on a loaded 2-core machine does not decide
     assert statistics.median(latencies) < 1_000_000, latencies
 

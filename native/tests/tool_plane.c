@@ -94,13 +94,18 @@ static void *read_main(void *arg) {
 
 /* ---- lease ---- */
 static uint64_t lapse_seen_ns;
+/* Reports when the first read after the lease went from active to lapsed served slot 0.
+ * Gives up after 3 s (lapse_seen_ns stays 0) so a reader starved of CPU during the short
+ * active window fails the test instead of hanging it. */
 static void *lease_reader(void *arg) {
     arq_view v;
     int was_active = 0;
+    uint64_t give_up = mono_ns() + 3000000000ull;
     for (uint64_t key = 0; !__atomic_load_n(&stop, __ATOMIC_RELAXED); key++) {
         arq_read(P, key, &v);
         int active = arq_lease_active(P);
         if (active) was_active = 1;
+        if ((key & 1023) == 0 && mono_ns() > give_up) break;
         if (was_active && !active && v.slot == 0 && !lapse_seen_ns) {
             lapse_seen_ns = mono_ns();
             __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
