@@ -53,3 +53,33 @@ def test_readme_c_example_compiles_and_runs(tmp_path):
     subprocess.run(["cc", "-O2", "-Wall", "-Werror", f"-I{ROOT}/native/include", str(src),
                     str(ROOT / "native/build/libarqon.a"), "-lpthread", "-lm", "-o", str(exe)], check=True)
     assert subprocess.run([str(exe)], timeout=30).returncode == 0
+
+
+def test_snapback_without_a_daemon_writes_the_baseline_and_releases_the_lease(tmp_path):
+    import time
+
+    from shm_layout import spec
+    from shm_layout.segment import Segment
+    from tests.test_segment import checked_snapshot
+    with Plane("idle", unique_name()) as p:
+        with Segment.attach(p.name) as seg:
+            seg.acquire_writer()
+            seg.publish(checked_snapshot(7), time.monotonic_ns() + 10**10)
+            seg.release_writer()
+        r = runner.invoke(app, ["snapback", p.name, "--socket", str(tmp_path / "none.sock")])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        assert out["generation"] == 8 and out["lease"] == "released"
+        with Segment.attach(p.name) as seg:
+            _seq, snap = seg.read_snapshot()
+            assert len(snap.slots) == 1 and snap.slots[0].knobs == checked_snapshot(7).slots[0].knobs
+            deadline = time.monotonic() + 2
+            while seg.plane_state().lease_state != spec.LEASE_NONE and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seg.plane_state().lease_state == spec.LEASE_NONE
+        p.finish()
+
+
+def test_snapback_with_nothing_running_is_a_no_op():
+    r = runner.invoke(app, ["snapback", unique_name("gone"), "--socket", "/nonexistent/x.sock"])
+    assert r.exit_code == 0 and "nothing to do" in r.output
