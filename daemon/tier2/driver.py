@@ -38,6 +38,7 @@ GREEDY_REL = 0.02    # ...and by this fraction of |baseline objective| to be rol
 GREEDY_REL_NO_SE = 0.05   # probes report no standard error: then a larger relative margin
 MAX_REJECTS = 3      # consecutive rejected probes (quarantine, rate) before a fresh epoch
 BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles): no refusal storms
+BLOCK_CALLS = 300    # a quarantined variant stays out of tournaments this many calls (cycles)
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
 
 
@@ -76,6 +77,7 @@ class TuningDriver:
         self.rejects = 0
         self.quiet = 0                        # calls left to stay silent after a refusal
         self.scale = 1.0                      # probe size, fraction of max_delta (trust region)
+        self.blocked: dict[str, int] = {}     # variant -> calls left out of tournaments (quarantined)
         self.variants = self._eligible_variants() if t.variants else []
         self.bandit = (make_bandit(t.bandit, len(self.variants), seed=t.seed * 7919 + 1, discount=0.95)
                        if len(self.variants) > 1 else None)
@@ -122,23 +124,28 @@ class TuningDriver:
         """The next thing to try, or None (something is pending or tuning is off)."""
         if not self.cfg.enabled or self.pending is not None:
             return None
+        for v in list(self.blocked):
+            self.blocked[v] -= 1
+            if self.blocked[v] <= 0:
+                del self.blocked[v]
         if self.quiet > 0:
             self.quiet -= 1
             return None
         base = self._baseline_vec(baseline)
         if self.opt is None:
             self._start_epoch(base)
-        if self.bandit is not None:
-            p = self._variant_step(baseline_variant)
-            if p is not None:
-                return self._set_pending(p, p.kind if p.kind == "rollout" else "variant_probe")
         if self.winner is not None:
             arm, self.winner = self.winner, None
             self.epoch += 1
             self.opt = None
-            return self._set_pending(Proposal(self._new_id("rollout"), "rollout", (arm,), source=self.cfg.optimizer,
+            src = f"bandit:{self.cfg.bandit}" if arm.variant else self.cfg.optimizer
+            return self._set_pending(Proposal(self._new_id("rollout"), "rollout", (arm,), source=src,
                                               seed=self.cfg.seed, note=f"epoch {self.epoch - 1} probe winner"),
                                      "rollout")
+        if self.bandit is not None:
+            p = self._variant_step(baseline_variant)
+            if p is not None:
+                return self._set_pending(p, p.kind if p.kind == "rollout" else "variant_probe")
         if self.round >= self.cfg.rollout_every:
             x = self._clip(self._current(), base)
             self.epoch += 1
@@ -175,7 +182,7 @@ class TuningDriver:
                                     note=f"relative reward {means[best]:.4g}")
         if self.round % self.cfg.explore_every != 0 or self.pending_kind == "variant_probe":
             return None
-        others = [v for v in self.variants if v != baseline_variant][: MAX_SLOTS - 1]
+        others = [v for v in self.variants if v != baseline_variant and v not in self.blocked][: MAX_SLOTS - 1]
         if not others:
             return None
         return Proposal(self._new_id("tournament"), "probe", tuple(Arm(variant=v) for v in others),
@@ -200,6 +207,8 @@ class TuningDriver:
         if self.pending is None or v.proposal_id != self.pending.proposal_id or v.accepted:
             return
         self.quiet = BACKOFF_CALLS
+        if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
+            self.blocked[v.value] = BLOCK_CALLS     # Tier 1 quarantined that variant: tournament without it
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
             self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
@@ -259,6 +268,15 @@ class TuningDriver:
                 elif e.objective is not None and e.baseline_objective is not None:
                     rel = -sign * (e.objective - e.baseline_objective) / (abs(e.baseline_objective) or 1.0)
                     self.bandit.update(i, rel, feasible=e.status != "regression")
+            # a variant that beat the baseline clearly beside it (e.g. the baseline's own variant
+            # is overloaded) is rolled out at once, like a winning knob probe
+            ok = [e for e in mine if e.status == "ok" and e.objective is not None and e.baseline_objective is not None
+                  and p.arms[e.arm].variant in self.variants]
+            if ok and all(e.status != "slo_breach" for e in mine):
+                best = max(ok, key=lambda e: -sign * (e.objective - e.baseline_objective))
+                gain = -sign * (best.objective - best.baseline_objective)
+                if gain > GREEDY_REL_NO_SE * (abs(best.baseline_objective) or 1.0):
+                    self.winner = p.arms[best.arm]
             self.round += 1
         elif kind == "rollout":
             self._after_rollout(p)

@@ -35,7 +35,7 @@
 #define NPOOL 1024            /* evaluation inputs, fp32 reference argmax precomputed */
 #define NCAL 1024             /* distillation inputs for the early-exit heads (separate stream), % 4 == 0 */
 #define NW 2                  /* worker threads (the `threads` knob enables 1 or 2) */
-#define QCAP 2048             /* queued requests across slots; beyond: dropped */
+#define QCAP 2048             /* queued requests per slot; beyond: dropped */
 #define BMAX 32               /* largest batch (the knob's bound) */
 
 enum { K_BMAX, K_BWAIT, K_THREADS, NK };
@@ -436,12 +436,21 @@ typedef struct {
 
 typedef struct { request *r; unsigned head, n; } fifo;   /* per slot, capacity QCAP each */
 
+/* Per-slot fair share: a worker serves the non-empty slot that has had the least worker time
+ * per arrival (both decayed by half every FAIR_HALVE arrivals), oldest head on ties. So each
+ * slot gets worker time in proportion to its traffic, and a canary's latency is what its
+ * variant would give at 100% of the traffic, not the queue the baseline built up (with one
+ * FIFO across slots, a cheap variant in a 10% slot waits behind an overloaded baseline and
+ * the comparison says nothing). Work-conserving: an idle slot's share goes to the others. */
+#define FAIR_HALVE 2048
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     fifo q[ARQ_MAX_SLOTS];
     unsigned total;
     int done;   /* the generator finished or a stop was asked */
+    double busy_s[ARQ_MAX_SLOTS], arrivals[ARQ_MAX_SLOTS];
+    unsigned since_halve;
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int fifo_push(fifo *f, const request *r) {
@@ -526,8 +535,13 @@ static void *generator_main(void *arg) {
         id++;
         pthread_mutex_lock(&Q.mu);
         unsigned s = q.view.slot < ARQ_MAX_SLOTS ? q.view.slot : 0;
-        int ok = Q.total < QCAP && fifo_push(&Q.q[s], &q) == 0;
+        int ok = fifo_push(&Q.q[s], &q) == 0;   /* per-slot bound: an overloaded slot drops its own requests */
         if (ok) Q.total++;
+        Q.arrivals[s] += 1.0;
+        if (++Q.since_halve >= FAIR_HALVE) {
+            Q.since_halve = 0;
+            for (int k = 0; k < ARQ_MAX_SLOTS; k++) { Q.arrivals[k] *= 0.5; Q.busy_s[k] *= 0.5; }
+        }
         pthread_mutex_unlock(&Q.mu);
         __atomic_add_fetch(&phase_arrivals[ph], 1, __ATOMIC_RELAXED);
         if (ok) {
@@ -569,11 +583,17 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&Q.cv, &Q.mu, &ts);
             continue;
         }
-        /* oldest head across slots: FIFO service order regardless of slot */
+        /* the slot furthest below its fair share (worker time per arrival), oldest head on ties */
         int s = -1;
+        double best = 0;
         for (int k = 0; k < ARQ_MAX_SLOTS; k++) {
             request *h = fifo_peek(&Q.q[k]);
-            if (h && (s < 0 || h->t_arr_ns < fifo_peek(&Q.q[s])->t_arr_ns)) s = k;
+            if (!h) continue;
+            double per = Q.busy_s[k] / (Q.arrivals[k] > 0 ? Q.arrivals[k] : 1.0);
+            if (s < 0 || per < best || (per == best && h->t_arr_ns < fifo_peek(&Q.q[s])->t_arr_ns)) {
+                s = k;
+                best = per;
+            }
         }
         if (s < 0) {
             if (Q.done) break;
@@ -604,6 +624,7 @@ static void *worker_main(void *arg) {
 
         for (int i = 0; i < n; i++) idx[i] = batch[i].input;
         int variant = (int)(hv->variant < NV ? hv->variant : 0);
+        uint64_t began = mono_ns();
         run_batch(variant, idx, n, cls);
         uint64_t done = mono_ns();
         for (int i = 0; i < n; i++) {
@@ -614,6 +635,7 @@ static void *worker_main(void *arg) {
             record(batch[i].phase, &batch[i].view, f);
         }
         pthread_mutex_lock(&Q.mu);
+        Q.busy_s[s] += (double)(done - began) * 1e-9;
     }
     pthread_mutex_unlock(&Q.mu);
     return NULL;
@@ -707,15 +729,23 @@ int main(int argc, char **argv) {
             pthread_mutex_unlock(&Q.mu);
             arq_view g;
             read_view(0, &g);
+            /* swap the live accumulators out under the lock (pointer swaps), then sort and print
+             * outside it: the workers' record() never waits for a status line */
+            static group_acc shown[NG];
             pthread_mutex_lock(&stats_mu);
+            for (int k = 0; k < NG; k++) {
+                group_acc tmp = live_acc[k];
+                live_acc[k] = shown[k];
+                shown[k] = tmp;
+                group_reset(&live_acc[k], NF);
+            }
+            pthread_mutex_unlock(&stats_mu);
             printf("{\"t\": %.3f, \"phase\": %d, \"phase_name\": \"%s\", \"load_rps\": %.1f, \"queued\": %u, "
                    "\"threads\": %d, \"lease_active\": %d, ",
                    t, ph, DEMO[ph].name, rate, queued, (int)g.knob[K_THREADS], arq_lease_active(P));
-            print_groups(live_acc);
+            print_groups(shown);
             fputs("}\n", stdout);
             fflush(stdout);
-            for (int k = 0; k < NG; k++) group_reset(&live_acc[k], NF);
-            pthread_mutex_unlock(&stats_mu);
             next_status += O.status_every;
         }
         usleep(10000);
