@@ -281,8 +281,9 @@ def bad_candidate(kind: str, g: Guardrails, status: Optional[dict]) -> tuple[dic
     universe: substeps down and diffusion up, each by its max delta, push the explicit scheme
     past its stability limit h * (8 * diffusion + decay) > 2 (h = 1 / substeps): each knob's
     step is allowed, their combination blows the field up (instability and error SLOs).
-    serve: batching that waits the longest allowed (batch_wait_us up by its max delta, the
-    largest batch) on the reference variant: every request pays the wait (p99 over the SLA).
+    serve: the fp32 reference variant (Approved, so the catalog accepts it) with the longest
+    batching wait allowed, injected in the high-load phase: fp32 cannot keep up with that load
+    (its slot's queue grows, p99 far over the SLA), and batching only adds waiting.
     """
     from daemon.tier1.config import resolve_knob
     from .apps import declared_knobs
@@ -307,8 +308,8 @@ def bad_candidate(kind: str, g: Guardrails, status: Optional[dict]) -> tuple[dic
                f"{knobs['diffusion']:.3g}: h*(8*diffusion+decay) = {growth:.2f} (explicit stability limit 2)")
         return knobs, None, why
     knobs = {"batch_wait_us": step("batch_wait_us", +1), "batch_max": step("batch_max", +1)}
-    return knobs, None, (f"batch_wait_us {base['batch_wait_us']:.0f}->{knobs['batch_wait_us']:.0f}, "
-                         f"batch_max {base['batch_max']:.0f}->{knobs['batch_max']:.0f}: every request waits")
+    return knobs, "fp32", (f"variant fp32 under high load, batch_wait_us {base['batch_wait_us']:.0f}->"
+                           f"{knobs['batch_wait_us']:.0f}, batch_max {base['batch_max']:.0f}->{knobs['batch_max']:.0f}")
 
 
 # ---- running one app ---------------------------------------------------------------------------

@@ -207,6 +207,11 @@ class TuningDriver:
         if self.pending is None or v.proposal_id != self.pending.proposal_id or v.accepted:
             return
         self.quiet = BACKOFF_CALLS
+        if v.rule == "hysteresis":
+            # the move was inside Tier 1's dead band (a small reversal): probe wider, new epoch
+            self.scale = min(1.0, 2.0 * self.scale)
+            self.epoch += 1
+            self.opt = None
         if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
             self.blocked[v.value] = BLOCK_CALLS     # Tier 1 quarantined that variant: tournament without it
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
@@ -235,6 +240,8 @@ class TuningDriver:
             if any(e.status == "slo_breach" for e in mine):
                 # a probe broke an SLO: the region next to the baseline is steep; probe closer
                 self.scale = max(0.25, 0.5 * self.scale)
+            else:
+                self.scale = min(1.0, 1.25 * self.scale)   # a clean round: widen again, slowly
             for e in mine:
                 if e.status == "slo_breach":
                     scale = abs(e.baseline_objective) if e.baseline_objective else 1.0
@@ -265,6 +272,9 @@ class TuningDriver:
                 i = self.variants.index(v)
                 if e.status == "slo_breach":
                     self.bandit.update(i, -1.0, feasible=False)
+                    # one breaching arm aborts the whole tournament: leave it out for a while so
+                    # the others can be measured (the load may change; it comes back later)
+                    self.blocked[v] = BLOCK_CALLS
                 elif e.objective is not None and e.baseline_objective is not None:
                     rel = -sign * (e.objective - e.baseline_objective) / (abs(e.baseline_objective) or 1.0)
                     self.bandit.update(i, rel, feasible=e.status != "regression")
