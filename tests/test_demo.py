@@ -30,7 +30,7 @@ def test_episodes_count_runs_of_violations():
 
 def test_slo_checks_need_enough_records():
     g = load_guardrails(ROOT / "guardrails.yaml")
-    grp = {"count": 100, "fields": {"error": {"mean": 7.0}, "instability": {"mean": 0.0},
+    grp = {"count": 100, "fields": {"error": {"mean": 9.5}, "instability": {"mean": 0.0},
                                     "step_time_s": {"p50": 1e-5, "p99": 1e-3}}}
     res = demo.slo_checks(g, grp)
     assert res["error_ceiling"] is True and res["instability"] is False and res["step_time_p50"] is False

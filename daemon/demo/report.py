@@ -182,6 +182,47 @@ def _fig_variants(an: dict, raw: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _fig_overview(summary: dict, raw: dict, series: dict, path: Path) -> None:
+    """One picture of the whole run (the README's): per app, the objective of each arm and the
+    SLO statistic the injected candidate breaks, with phases, the injection and rollbacks."""
+    kinds = list(summary["apps"])
+    fig, axes = plt.subplots(2 * len(kinds), 1, figsize=(9, 3.0 * len(kinds) + 0.4), dpi=DPI)
+    for i, kind in enumerate(kinds):
+        an, r = summary["apps"][kind], raw[kind]
+        ax = axes[2 * i]
+        for arm, pts in series[kind].items():
+            t, y = _smooth([p["t"] for p in pts], [p["objective"] for p in pts])
+            ax.plot(t, [-v for v in y] if kind == "serve" else y, color=COLORS.get(arm), lw=1.2, label=arm)
+        for p in an["phases"]:
+            b = p["best_static_objective"]
+            ax.hlines(-b if kind == "serve" else b, p["start_s"], p["end_s"], colors="black", linestyles="--", lw=0.9,
+                      label="best static" if p is an["phases"][0] else None)
+        if kind == "universe":
+            ax.set_yscale("log")
+            ax.set_ylabel("objective\n(lower better)", fontsize=8)
+        else:
+            ax.set_ylabel("quality\n(higher better)", fontsize=8)
+        _phase_marks(ax, an)
+        _rollback_marks(ax, an)
+        ax.legend(fontsize=7, ncol=4, loc="best")
+        ax = axes[2 * i + 1]
+        field, stat, lim = (("instability", "mean", 0.05) if kind == "universe" else ("latency_s", "p99", 0.010))
+        for arm, a in r.items():
+            t = [st["t"] for st in a["statuses"]]
+            y = [((st.get("all") or {}).get("fields") or {}).get(field, {}).get(stat) for st in a["statuses"]]
+            ax.plot(t, [v if v is not None else math.nan for v in y], color=COLORS.get(arm), lw=0.8)
+        ax.axhline(lim, color="black", ls="--", lw=0.9)
+        if kind == "serve":
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{field}.{stat}\n(SLO dashed)", fontsize=8)
+        _phase_marks(ax, an)
+        _rollback_marks(ax, an)
+    axes[-1].set_xlabel("scenario time (s); orange: injected bad candidate; purple: arqond rollbacks")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
@@ -245,7 +286,9 @@ def write(out_dir: Path, summary: dict, raw: dict, series: dict) -> dict[str, li
             _fig_variants(an, r, out_dir / "serve-variants.png")
             names.append("serve-variants.png")
         figs[kind] = names
-    body = "\n".join(_app_html(k, an, figs[k]) for k, an in summary["apps"].items())
+    _fig_overview(summary, raw, series, out_dir / "overview.png")
+    body = '<p><img src="overview.png" alt="overview"></p>\n' + "\n".join(
+        _app_html(k, an, figs[k]) for k, an in summary["apps"].items())
     m = summary.get("machine", {})
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>arqond demo</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}} table{{border-collapse:collapse;margin:6px 0}}

@@ -248,6 +248,12 @@ class Arm:
     def latest_poll(self) -> Optional[dict]:
         return self.polls[-1] if self.polls else None
 
+    def fresh_status(self) -> Optional[dict]:
+        try:
+            return control.call(self.sock, "status", timeout=2.0)
+        except (control.ControlError, OSError):
+            return self.latest_poll()
+
     # -- fault injection --
 
     def inject(self, knobs: dict[str, float], variant: Optional[str], note: str) -> dict:
@@ -296,7 +302,7 @@ def bad_candidate(kind: str, g: Guardrails, status: Optional[dict]) -> tuple[dic
         k = decl[name]
         r = resolve_knob(g, name, k.min, k.max)
         md = r.max_delta * (k.max - k.min) if r.delta_mode == "normalised" else r.max_delta
-        v = base[name] + sign * md * 0.98
+        v = base[name] + sign * md * 0.9   # a margin: the baseline may move between status and propose
         v = min(max(v, r.lo), r.hi)
         return float(round(v)) if k.integer else float(v)
 
@@ -337,9 +343,15 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str) -> dict[str, dict]:
             if not injected and t >= inject_at:
                 injected = True
                 arq = next((a for a in arms if a.arm == "arqond"), None)
-                knobs, variant, why = bad_candidate(kind, arms[0].g, arq.latest_poll() if arq else None)
+                knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status() if arq else None)
+                for attempt in range(3):
+                    res = arq.inject(knobs, variant, f"fault injection: {why}") if arq else {"accepted": True}
+                    if res.get("accepted") or res.get("rule") not in ("max_delta", "bounds", "hysteresis", "no_change"):
+                        break
+                    # a promotion moved the baseline between our status read and the proposal
+                    knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status())
                 for a in arms:
-                    if a.arm != "static":
+                    if a.arm == "unguarded":
                         a.inject(knobs, variant, f"fault injection: {why}")
                 view.event(kind, f"t={t:5.1f}s injected bad candidate {knobs} ({why})")
             view.update(kind, arms)
