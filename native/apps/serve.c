@@ -436,22 +436,41 @@ typedef struct {
 
 typedef struct { request *r; unsigned head, n; } fifo;   /* per slot, capacity QCAP each */
 
-/* Per-slot fair share: a worker serves the non-empty slot that has had the least worker time
- * per arrival (both decayed by half every FAIR_HALVE arrivals), oldest head on ties. So each
- * slot gets worker time in proportion to its traffic, and a canary's latency is what its
- * variant would give at 100% of the traffic, not the queue the baseline built up (with one
- * FIFO across slots, a cheap variant in a 10% slot waits behind an overloaded baseline and
- * the comparison says nothing). Work-conserving: an idle slot's share goes to the others. */
-#define FAIR_HALVE 2048
+/* Per-slot shares of the workers: each traffic slot earns worker time at (its share of recent
+ * arrivals) x (active workers), banks at most CREDIT_CAP_S, and is served (oldest head first)
+ * only while its credit is above -CREDIT_SLACK_S. So a slot with 10% of the traffic runs like
+ * a 10% replica of the service (the slot with the most credit goes first): a canary's latency is what its variant would give at 100% of
+ * the traffic, and the baseline slot is neither slowed by a costly candidate nor relieved by a
+ * cheap one (with one FIFO across slots, a cheap variant waits behind an overloaded baseline;
+ * with work-conserving sharing, a cheap canary frees capacity and flatters the baseline; both
+ * make the comparison say nothing about a full rollout). Arrival counts halve every
+ * FAIR_HALVE arrivals so shares follow a new snapshot within tens of milliseconds. */
+#define FAIR_HALVE 512
+#define CREDIT_CAP_S 0.003
+#define CREDIT_SLACK_S 0.0005
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     fifo q[ARQ_MAX_SLOTS];
     unsigned total;
     int done;   /* the generator finished or a stop was asked */
-    double busy_s[ARQ_MAX_SLOTS], arrivals[ARQ_MAX_SLOTS];
+    double credit_s[ARQ_MAX_SLOTS], arrivals[ARQ_MAX_SLOTS];
+    uint64_t credit_ns;     /* last accrual */
     unsigned since_halve;
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Accrue worker time to every slot by its share of arrivals (under Q.mu). */
+static void accrue_credit(uint64_t now, int workers) {
+    if (!Q.credit_ns) Q.credit_ns = now;
+    double dt = (double)(now - Q.credit_ns) * 1e-9 * workers, tot = 0;
+    Q.credit_ns = now;
+    for (int k = 0; k < ARQ_MAX_SLOTS; k++) tot += Q.arrivals[k];
+    if (tot <= 0) return;
+    for (int k = 0; k < ARQ_MAX_SLOTS; k++) {
+        Q.credit_s[k] += dt * Q.arrivals[k] / tot;
+        if (Q.credit_s[k] > CREDIT_CAP_S) Q.credit_s[k] = CREDIT_CAP_S;
+    }
+}
 
 static int fifo_push(fifo *f, const request *r) {
     if (f->n == QCAP) return -1;
@@ -537,10 +556,11 @@ static void *generator_main(void *arg) {
         unsigned s = q.view.slot < ARQ_MAX_SLOTS ? q.view.slot : 0;
         int ok = fifo_push(&Q.q[s], &q) == 0;   /* per-slot bound: an overloaded slot drops its own requests */
         if (ok) Q.total++;
+        if (Q.arrivals[s] < 1.0 && Q.credit_s[s] < CREDIT_CAP_S) Q.credit_s[s] = CREDIT_CAP_S;   /* a new slot starts funded */
         Q.arrivals[s] += 1.0;
         if (++Q.since_halve >= FAIR_HALVE) {
             Q.since_halve = 0;
-            for (int k = 0; k < ARQ_MAX_SLOTS; k++) { Q.arrivals[k] *= 0.5; Q.busy_s[k] *= 0.5; }
+            for (int k = 0; k < ARQ_MAX_SLOTS; k++) Q.arrivals[k] *= 0.5;
         }
         pthread_mutex_unlock(&Q.mu);
         __atomic_add_fetch(&phase_arrivals[ph], 1, __ATOMIC_RELAXED);
@@ -583,17 +603,26 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&Q.cv, &Q.mu, &ts);
             continue;
         }
-        /* the slot furthest below its fair share (worker time per arrival), oldest head on ties */
-        int s = -1;
-        double best = 0;
+        /* the slot with the most worker time left to spend (a slot using less than its share is
+         * served at once; an overloaded one waits for its own credit), oldest head on ties */
+        accrue_credit(mono_ns(), (int)g.knob[K_THREADS]);
+        int s = -1, waiting = 0;
         for (int k = 0; k < ARQ_MAX_SLOTS; k++) {
             request *h = fifo_peek(&Q.q[k]);
             if (!h) continue;
-            double per = Q.busy_s[k] / (Q.arrivals[k] > 0 ? Q.arrivals[k] : 1.0);
-            if (s < 0 || per < best || (per == best && h->t_arr_ns < fifo_peek(&Q.q[s])->t_arr_ns)) {
-                s = k;
-                best = per;
-            }
+            if (Q.credit_s[k] < -CREDIT_SLACK_S) { waiting = 1; continue; }
+            if (s < 0 || Q.credit_s[k] > Q.credit_s[s] ||
+                (Q.credit_s[k] == Q.credit_s[s] && h->t_arr_ns < fifo_peek(&Q.q[s])->t_arr_ns)) s = k;
+        }
+        if (s < 0 && waiting && !Q.done) {   /* every non-empty slot is over its share: let credit accrue */
+            struct timespec ts;
+            abs_deadline(&ts, mono_ns() + 50000);
+            pthread_cond_timedwait(&Q.cv, &Q.mu, &ts);
+            continue;
+        }
+        if (s < 0 && waiting) {   /* draining after the run: shares no longer matter */
+            for (int k = 0; k < ARQ_MAX_SLOTS; k++)
+                if (fifo_peek(&Q.q[k])) { s = k; break; }
         }
         if (s < 0) {
             if (Q.done) break;
@@ -635,7 +664,7 @@ static void *worker_main(void *arg) {
             record(batch[i].phase, &batch[i].view, f);
         }
         pthread_mutex_lock(&Q.mu);
-        Q.busy_s[s] += (double)(done - began) * 1e-9;
+        Q.credit_s[s] -= (double)(done - began) * 1e-9;
     }
     pthread_mutex_unlock(&Q.mu);
     return NULL;
