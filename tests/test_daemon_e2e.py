@@ -139,7 +139,6 @@ def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
         assert "arqond_rollbacks_total" in scrape
         lint = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)
         assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
-        baseline_before = {k["name"]: k["baseline"] for k in _ctl(sock, "status", name, "--json")["knobs"]}
 
         # 3. SIGKILL: the data plane falls back to slot 0 by itself when the lease lapses
         d.send_signal(signal.SIGKILL)
@@ -151,7 +150,15 @@ def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
             d.kill()
             d.wait()
 
-    # 4. restart: the known-good baseline is rebuilt from the ledger and published
+    # 4. restart: the known-good baseline is rebuilt from the ledger and published. What the ledger
+    # holds durably is the truth (a promotion published in the last instants before SIGKILL may
+    # not have reached the disk, and is then rightly not restored).
+    from daemon.tier1 import events as ev
+    from daemon.tier1.executor import rebuild
+    with Segment.attach(name) as seg:
+        decl = seg.declaration
+    durable = rebuild([r.event for r in read_events(ledger, type=ev.Event)], decl)
+    baseline_before = dict(zip((k.name for k in decl.knobs), durable.baseline))
     d = _start_daemon(cfg, sock, tmp_path / "d2.log")
     try:
         _wait(lambda: _ctl(sock, "status", name, "--json", check=False).get("attached"), 15, "re-attach")
