@@ -94,7 +94,9 @@ def test_objective_of_orients_to_minimise():
     g = load_guardrails(ROOT / "profiles" / "serve.yaml")
     fs = {"quality": FieldStats(10, 0.9, 0.0, 1.0, 1.0, 1.0, 1.0),
           "latency_s": FieldStats(10, 0.001, 0.0, 0.002, 0.001, 0.002, 0.002)}
-    assert objective_of(g, fs) == pytest.approx(-(0.9 - 20 * 0.001))
+    assert objective_of(g, fs) is None                      # error is a term: no data, no value
+    fs["error"] = FieldStats(10, 0.1, 0.0, 1.0, 0.0, 1.0, 1.0)
+    assert objective_of(g, fs) == pytest.approx(-(0.9 - 0.1 - 0.001))
     assert objective_of(g, {}) is None
 
 

@@ -206,12 +206,15 @@ def _fig_overview(summary: dict, raw: dict, series: dict, path: Path) -> None:
         _rollback_marks(ax, an)
         ax.legend(fontsize=7, ncol=4, loc="best")
         ax = axes[2 * i + 1]
-        field, stat, lim = (("instability", "mean", 0.05) if kind == "universe" else ("latency_s", "p99", 0.010))
+        from .run import PROFILES
+        field, stat = ("instability", "mean") if kind == "universe" else ("latency_s", "p99")
+        lim = next((sl.max for sl in load_guardrails(PROFILES[kind]).slos if sl.field == field and sl.max), None)
         for arm, a in r.items():
             t = [st["t"] for st in a["statuses"]]
             y = [((st.get("all") or {}).get("fields") or {}).get(field, {}).get(stat) for st in a["statuses"]]
             ax.plot(t, [v if v is not None else math.nan for v in y], color=COLORS.get(arm), lw=0.8)
-        ax.axhline(lim, color="black", ls="--", lw=0.9)
+        if lim is not None:
+            ax.axhline(lim, color="black", ls="--", lw=0.9)
         if kind == "serve":
             ax.set_yscale("log")
         ax.set_ylabel(f"{field}.{stat}\n(SLO dashed)", fontsize=8)

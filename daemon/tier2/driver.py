@@ -38,7 +38,7 @@ GREEDY_REL = 0.02    # ...and by this fraction of |baseline objective| to be rol
 GREEDY_REL_NO_SE = 0.05   # probes report no standard error: then a larger relative margin
 MAX_REJECTS = 3      # consecutive rejected probes (quarantine, rate) before a fresh epoch
 BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles): no refusal storms
-BLOCK_CALLS = 300    # a quarantined variant stays out of tournaments this many calls (cycles)
+BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many probe rounds
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
 
 
@@ -77,7 +77,7 @@ class TuningDriver:
         self.rejects = 0
         self.quiet = 0                        # calls left to stay silent after a refusal
         self.scale = 1.0                      # probe size, fraction of max_delta (trust region)
-        self.blocked: dict[str, int] = {}     # variant -> calls left out of tournaments (quarantined)
+        self.blocked: dict[str, int] = {}     # variant -> round until which it sits out tournaments
         self.variants = self._eligible_variants() if t.variants else []
         self.bandit = (make_bandit(t.bandit, len(self.variants), seed=t.seed * 7919 + 1, discount=0.95)
                        if len(self.variants) > 1 else None)
@@ -124,10 +124,8 @@ class TuningDriver:
         """The next thing to try, or None (something is pending or tuning is off)."""
         if not self.cfg.enabled or self.pending is not None:
             return None
-        for v in list(self.blocked):
-            self.blocked[v] -= 1
-            if self.blocked[v] <= 0:
-                del self.blocked[v]
+        for v in [v for v, r in self.blocked.items() if r <= self.round]:
+            del self.blocked[v]
         if self.quiet > 0:
             self.quiet -= 1
             return None
@@ -213,7 +211,7 @@ class TuningDriver:
             self.epoch += 1
             self.opt = None
         if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
-            self.blocked[v.value] = BLOCK_CALLS     # Tier 1 quarantined that variant: tournament without it
+            self.blocked[v.value] = self.round + BLOCK_ROUNDS   # Tier 1 quarantined it: tournament without it
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
             self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
@@ -274,7 +272,7 @@ class TuningDriver:
                     self.bandit.update(i, -1.0, feasible=False)
                     # one breaching arm aborts the whole tournament: leave it out for a while so
                     # the others can be measured (the load may change; it comes back later)
-                    self.blocked[v] = BLOCK_CALLS
+                    self.blocked[v] = self.round + BLOCK_ROUNDS
                 elif e.objective is not None and e.baseline_objective is not None:
                     rel = -sign * (e.objective - e.baseline_objective) / (abs(e.baseline_objective) or 1.0)
                     self.bandit.update(i, rel, feasible=e.status != "regression")

@@ -66,7 +66,9 @@ typedef struct {
  * request (~9.5k req/s), fp32_blocked ~72 us in batches of 8, int8 ~40 us, early_exit_2
  * ~61 us, early_exit_1 ~6 us: "high" (1.3x) saturates fp32 but not int8 or the early exits. */
 #define DEADLINE_S 0.050        /* per request: later counts as an error */
-#define SLA_P99_S 0.010         /* latency SLA the demo holds variants to (p99) */
+#define SLA_P99_S 0.020         /* latency SLA the demo holds variants to (p99): 20 ms, because on a
+                                   2-core host shared with the daemon a cheap variant's p99 carries
+                                   5-15 ms of preemption while an overloaded one is at 100-300 ms */
 
 static const sphase DEMO[] = {
     {"low", 18, 0.30, 0, 0, 1},
@@ -457,6 +459,7 @@ static struct {
     double credit_s[ARQ_MAX_SLOTS], arrivals[ARQ_MAX_SLOTS];
     uint64_t credit_ns;     /* last accrual */
     unsigned since_halve;
+    uint64_t gen;           /* newest snapshot generation the generator has seen */
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* Accrue worker time to every slot by its share of arrivals (under Q.mu). */
@@ -542,6 +545,8 @@ static void *generator_main(void *arg) {
     double total = timeline_total(&TL), t = 0;
     uint64_t id = 0;
     const unsigned ring = NW;
+    static request stale[(ARQ_MAX_SLOTS - 1) * QCAP];   /* dropped leftovers, reported outside the lock */
+    unsigned n_stale = 0;
     while (!stop_requested()) {
         int ph;
         double rate = rate_at(t, &ph);
@@ -554,6 +559,29 @@ static void *generator_main(void *arg) {
         id++;
         pthread_mutex_lock(&Q.mu);
         unsigned s = q.view.slot < ARQ_MAX_SLOTS ? q.view.slot : 0;
+        if (q.view.generation != Q.gen) {
+            /* A new snapshot: requests an ended experiment left in a candidate slot's queue move to
+             * slot 0's, so the slot's next occupant does not wait behind them (they keep their
+             * own view: they still run and report as the old arm's, under its generation). */
+            Q.gen = q.view.generation;
+            /* shares start afresh with the new weights: every candidate slot funded, counts zeroed */
+            for (int k = 0; k < ARQ_MAX_SLOTS; k++) {
+                Q.arrivals[k] = 0;
+                Q.credit_s[k] = k ? CREDIT_CAP_S : (Q.credit_s[0] > 0 ? Q.credit_s[0] : 0);
+            }
+            Q.since_halve = 0;
+            for (int k = 1; k < ARQ_MAX_SLOTS; k++) {
+                request *h;
+                while ((h = fifo_peek(&Q.q[k])) && h->view.generation != Q.gen) {
+                    request r;
+                    fifo_pop(&Q.q[k], &r);
+                    if (fifo_push(&Q.q[0], &r) != 0) {   /* slot 0 full: dropped, like any overflow */
+                        Q.total--;
+                        stale[n_stale++] = r;
+                    }
+                }
+            }
+        }
         int ok = fifo_push(&Q.q[s], &q) == 0;   /* per-slot bound: an overloaded slot drops its own requests */
         if (ok) Q.total++;
         if (Q.arrivals[s] < 1.0 && Q.credit_s[s] < CREDIT_CAP_S) Q.credit_s[s] = CREDIT_CAP_S;   /* a new slot starts funded */
@@ -564,6 +592,13 @@ static void *generator_main(void *arg) {
         }
         pthread_mutex_unlock(&Q.mu);
         __atomic_add_fetch(&phase_arrivals[ph], 1, __ATOMIC_RELAXED);
+        for (unsigned i = 0; i < n_stale; i++) {
+            double f[NF] = {DEADLINE_S, 1.0, 0.0, stale[i].load};
+            arq_emit(P, ring, &stale[i].view, f);
+            record(stale[i].phase, &stale[i].view, f);
+            __atomic_add_fetch(&phase_drops[stale[i].phase], 1, __ATOMIC_RELAXED);
+        }
+        n_stale = 0;
         if (ok) {
             pthread_cond_signal(&Q.cv);
         } else {
