@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.demo.run import _free_port
 from daemon.tier1.ledger import read_events, verify
 from shm_layout import spec
 from shm_layout.segment import Segment
@@ -26,14 +26,6 @@ from tests.planeproc import ROOT, unique_name
 
 UNIVERSE = ROOT / "native" / "build" / "universe"
 ARQOND = [sys.executable, "-m", "daemon.cli"]
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _config(tmp: Path, name: str, port: int) -> Path:
