@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo.run import _free_port
 from daemon.tier1.ledger import read_events, verify
 from shm_layout import spec
 from shm_layout.segment import Segment
@@ -98,7 +97,7 @@ def _start_daemon(cfg: Path, sock: Path, log: Path) -> subprocess.Popen:
 
 def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
     name, _ = plane
-    port = _free_port()
+    port = 0                      # the daemon binds any free port and reports it in status
     cfg = _config(tmp_path, name, port)
     sock = tmp_path / "ctl" / "c.sock"
     ledger = tmp_path / "audit.log"
@@ -127,6 +126,8 @@ def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
         applies = [e for e in _events(ledger) if e["event"] == "apply"]
         t_apply = next(e["t_ns"] for e in applies if e.get("proposal_id") == pid)
         assert rb["t_ns"] - t_apply < 5 * 10**9
+        port = _ctl(sock, "status", name, "--json")["metrics_port"]
+        assert port > 0
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "arqond_rollbacks_total" in scrape
         lint = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)

@@ -12,7 +12,17 @@ import pytest
 from shm_layout.segment import Segment
 from tests.fakebus import FakeBus
 from tests.planeproc import ROOT, unique_name
-from tests.test_daemon_e2e import ARQOND, UNIVERSE, _ctl, _events, _free_port, _wait, plane  # noqa: F401 (fixture)
+from tests.test_daemon_e2e import ARQOND, UNIVERSE, _ctl, _events, _wait, plane  # noqa: F401 (fixture)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (for a bus that is down)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 BASE = """
 target: {name}
@@ -44,7 +54,7 @@ class Daemon:
         self.tmp, self.name = tmp, name
         self.cfg = tmp / "g.yaml"
         self.sock = tmp / "ctl" / "c.sock"
-        self.port = _free_port()
+        self.port = 0
         self.write(extra, period)
         self.proc = None
 
@@ -128,7 +138,7 @@ def test_bus_receives_valid_envelopes_and_a_down_bus_changes_nothing(universe, t
     # a bus that is not there: the daemon attaches and tunes all the same
     down = tmp_path / "down"
     down.mkdir()
-    d2 = Daemon(down, universe, extra=f"bus: {{enabled: true, url: 'ws://127.0.0.1:{_free_port()}'}}").start()
+    d2 = Daemon(down, universe, extra=f"bus: {{enabled: true, url: 'ws://127.0.0.1:{_closed_port()}'}}").start()
     try:
         _wait(lambda: sum(1 for e in _events(down / "audit.log") if e["event"] == "evaluation") >= 2, 15,
               "probe evaluations with the bus down")

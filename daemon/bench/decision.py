@@ -36,7 +36,6 @@ import platform
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,14 +58,6 @@ def _pct(xs: list[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 1]) of a non-empty list."""
     ys = sorted(xs)
     return ys[min(len(ys) - 1, max(0, int(round(q * len(ys) + 0.5)) - 1))]
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def machine() -> dict:
@@ -213,7 +204,7 @@ class Daemon:
         self.sock = self.dir / "ctl" / "c.sock"
         self.log = self.dir / "daemon.log"
         cfg = self.dir / "guardrails.yaml"
-        port = _free_port()
+        port = 0                                     # any free port: no bind-then-close race
         cfg.write_text(profile(target, period_s, self.audit, port, tuning=tuning))
         cmd = [*prefix, sys.executable, "-m", "daemon.cli", "run", "-c", str(cfg), "--audit-path", str(self.audit),
                "--metrics-address", f"127.0.0.1:{port}", "--control-socket", str(self.sock), "--log-level", "warning"]

@@ -110,15 +110,6 @@ def episodes(flags: list[tuple[float, bool]], dt: float) -> list[tuple[float, fl
 
 # ---- processes ---------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _profile_copy(kind: str, name: str, work: Path) -> Path:
     """The app's profile with the target set to this run's segment name (everything else as shipped)."""
     text = PROFILES[kind].read_text()
@@ -160,7 +151,7 @@ class Arm:
             self.sock = ctl / "c.sock"
             self.side = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "-c", str(self.cfg), "--audit-path", str(self.audit),
-                 "--metrics-address", f"127.0.0.1:{_free_port()}", "--control-socket", str(self.sock)],
+                 "--metrics-address", "127.0.0.1:0", "--control-socket", str(self.sock)],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=open(self.work / f"arqond-{self.kind}.log", "wb"),
                 stderr=subprocess.STDOUT)
             self._wait(lambda: self.sock.exists() or self.side.poll() is not None, 20, "the arqond control socket")

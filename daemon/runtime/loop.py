@@ -78,6 +78,7 @@ class Daemon:
         self.cycles = 0
         self.skipped_records = 0
         self.manual_seq = 0
+        self.metrics_port = 0
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
         self.timings: dict[str, list[float]] = {"summarize": [], "t1_step": [], "t2_decision": [], "t1_apply": []}
@@ -339,7 +340,7 @@ class Daemon:
             bus = BusStatus(enabled=True, connected=bs.connected, queued=bs.pending_events + bs.inbox_depth,
                             dropped=bs.dropped_events_total + bs.dropped_summaries_total, spooled=bs.spooled_total)
         base = RuntimeStatus(target=self.g.target, version=__version__, config=cfg, cycle=cyc, audit=aud, bus=bus,
-                             uptime_s=time.monotonic() - self.started_mono)
+                             uptime_s=time.monotonic() - self.started_mono, metrics_port=self.metrics_port)
         if seg is None or ex is None:
             return base
         st = seg.plane_state()

@@ -137,6 +137,7 @@ class RuntimeStatus(msgspec.Struct, frozen=True):
     config: ConfigStatus = ConfigStatus()
     cycle: CycleStatus = CycleStatus()
     uptime_s: float = 0.0
+    metrics_port: int = 0              # where /metrics is served (the bound port when configured as 0)
 
 
 def to_builtins(status: RuntimeStatus) -> dict:

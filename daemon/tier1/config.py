@@ -553,8 +553,9 @@ def _semantic(src: _Src, g: Guardrails) -> None:
     if not 0 < g.audit.high_water_ratio <= 1:
         e(("audit", "high_water_ratio"), g.audit.high_water_ratio, "a ratio in (0, 1]")
     m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d+)", g.metrics.address)
-    if not m or not 1 <= int(m.group(2)) <= 65535:
-        e(("metrics", "address"), g.metrics.address, "host:port with a port in 1..65535, e.g. 127.0.0.1:9464")
+    if not m or not 0 <= int(m.group(2)) <= 65535:
+        e(("metrics", "address"), g.metrics.address,
+          "host:port with a port in 0..65535 (0: any free port, shown by `arqond status`), e.g. 127.0.0.1:9464")
     if not re.match(r"wss?://", g.bus.url):
         e(("bus", "url"), g.bus.url, "a ws:// or wss:// URL")
 

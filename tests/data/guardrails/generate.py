@@ -58,7 +58,7 @@ cases = {
  "lifecycle_case": ("catalog.variants[1].state", "'Approved'", lambda t: t.replace("      state: Approved", "      state: approved" + M)),
  "bad_checksum": ("catalog.variants[0].checksum", "sha256:", lambda t: t.replace("      state: Promoted", "      state: Promoted\n      checksum: md5:1234" + M)),
  "unknown_rollback_target": ("catalog.variants[1].rollback_target", "'baseline' or a catalog id", lambda t: t.replace("      rollback_target: ref-v1", "      rollback_target: ref-v0" + M)),
- "bad_port": ("metrics.address", "port in 1..65535", lambda t: t.replace("  address: 127.0.0.1:9464", "  address: 127.0.0.1:99999" + M)),
+ "bad_port": ("metrics.address", "port in 0..65535", lambda t: t.replace("  address: 127.0.0.1:9464", "  address: 127.0.0.1:99999" + M)),
  "cycle_too_fast": ("cycle.period_s", "1 ms", lambda t: t.replace("  period_s: 0.01", "  period_s: 0.0001" + M)),
  "deadline_too_short": ("rollout.step_deadline_s", "min_blocks x block_s", lambda t: t.replace("  step_deadline_s: 30", "  step_deadline_s: 2" + M)),
  "probe_weight_too_big": ("rollout.probe_weight", "arms fit beside the baseline", lambda t: t.replace("  probe_weight: 0.1", "  probe_weight: 0.5" + M)),
