@@ -189,3 +189,13 @@ def test_data_plane_restart_is_reattached_with_the_baseline_restored(tmp_path):
             d.proc.kill()
         if p1.poll() is None:
             p1.kill()
+
+
+def test_no_tuning_survives_a_reload(universe, tmp_path):
+    d = Daemon(tmp_path, universe).start("--no-tuning")
+    try:
+        assert _ctl(d.sock, "reload", universe)["config_generation"] == 2
+        time.sleep(1.5)   # Tier 2 would have proposed several probes by now (probe window 0.2 s)
+        assert not [e for e in _events(tmp_path / "audit.log") if e["event"] == "proposal"]
+    finally:
+        assert d.stop() == 0

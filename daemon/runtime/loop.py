@@ -69,19 +69,19 @@ class Daemon:
         self.published_ns = 0
         self.generation = 0
         self.last_cycle_ns = 0
-        self.cycle_times: list[float] = []
         self.overruns = 0
         self.last_stats: dict[int, Any] = {}
         self.last_reload_ok, self.last_reload_time, self.last_reload_error = True, time.time(), ""
         self.breaches: dict[str, int] = {}
         self.safe_mode_reason = ""
         self.cycles = 0
-        self.skipped_records = 0
         self.manual_seq = 0
         self.metrics_port = 0
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
-        self.timings: dict[str, list[float]] = {"summarize": [], "t1_step": [], "t2_decision": [], "t1_apply": []}
+        self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
+                                                "t1_apply": []}
+        self._qf = self._quantile_fields(self.g)
         self.bus = None
         self.last_summary_ns = 0
 
@@ -197,13 +197,16 @@ class Daemon:
         history = self._open_ledger() if self.ledger is None else list(self._history())
         self.ex = Executor(self.g, seg.declaration, run_id=f"arqond-{os.getpid()}-{seg.epoch & 0xffff:04x}",
                            config_generation=self.config_generation, history=history)
-        g = self.g
-        if self.tuning_override is not None:
-            g = msgspec.structs.replace(g, tuning=msgspec.structs.replace(g.tuning, enabled=self.tuning_override))
-        self.driver = TuningDriver(g, seg.declaration)
+        self.driver = self._new_driver(self.g, seg.declaration)
         self._handle(now, self.ex.start(now))
         log.info("attached to /arqon.%s (pid %d, epoch %016x)", self.g.target, seg.creator_pid, seg.epoch)
         return True
+
+    def _new_driver(self, g: Guardrails, decl) -> TuningDriver:
+        """Tier 2 for config `g`; `--no-tuning` wins over the file, across reloads too."""
+        if self.tuning_override is not None:
+            g = msgspec.structs.replace(g, tuning=msgspec.structs.replace(g.tuning, enabled=self.tuning_override))
+        return TuningDriver(g, decl)
 
     def _history(self):
         self.ledger.flush(5.0)
@@ -231,17 +234,15 @@ class Daemon:
         if out.evaluations and self.driver is not None:
             self.driver.on_evaluations(out.evaluations)
 
-    def _quantile_fields(self) -> frozenset:
-        """Fields whose p50/p95/p99 some rule reads (objective, SLO, catalog): only those pay
-        for a quantile. Cached per config."""
-        g = self.g
-        if getattr(self, "_qf_for", None) is not g:
-            q = {"p50", "p95", "p99"}
-            names = {t.field for t in g.objective.terms if t.stat in q} | {s.field for s in g.slos if s.stat in q}
-            if any(c.max_p99 is not None for c in g.catalog.variants):
-                names.add(g.catalog.fields.latency)
-            self._qf, self._qf_for = frozenset(names), g
-        return self._qf
+    @staticmethod
+    def _quantile_fields(g: Guardrails) -> frozenset:
+        """Fields whose p50/p95/p99 some rule of `g` reads (objective, SLO, catalog): only those
+        pay for a quantile in the summaries."""
+        q = {"p50", "p95", "p99"}
+        names = {t.field for t in g.objective.terms if t.stat in q} | {s.field for s in g.slos if s.stat in q}
+        if any(c.max_p99 is not None for c in g.catalog.variants):
+            names.add(g.catalog.fields.latency)
+        return frozenset(names)
 
     def _time(self, key: str, seconds: float) -> None:
         xs = self.timings[key]
@@ -249,10 +250,11 @@ class Daemon:
         if len(xs) > 2000:
             del xs[:1000]
 
-    def timing_summary(self) -> dict[str, dict[str, float]]:
+    def timing_summary(self, keys=None) -> dict[str, dict[str, float]]:
         """p50/p99/max in microseconds of each decision-path stage over the last samples."""
         out = {}
-        for k, xs in self.timings.items():
+        for k in keys or self.timings:
+            xs = self.timings[k]
             if xs:
                 ys = sorted(xs)
                 out[k] = {"n": len(ys), "p50_us": ys[len(ys) // 2] * 1e6,
@@ -274,11 +276,9 @@ class Daemon:
         batches, st = seg.poll(now, now + int(self.g.lease.duration_s * NS))   # one C call
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
-        slots, _used, skipped = summarize(batches, self.field_names, self.generation, settle_from, window,
-                                          self._quantile_fields())
+        slots, _used, _skipped = summarize(batches, self.field_names, self.generation, settle_from, window, self._qf)
         t1 = time.perf_counter()
         self._time("summarize", t1 - t0)
-        self.skipped_records += skipped
         lease_ok = st.lease_state == spec.LEASE_ACTIVE or self.generation == 0
         out = ex.step(now, CycleInput(now, self.generation, slots, st.ack_generation, lease_ok))
         self._handle(now, out)
@@ -316,18 +316,17 @@ class Daemon:
             err = self.ledger.state.error or "audit queue full"
             self._handle(now, ex.command(now, Command("enter_safe_mode", "runtime", f"audit ledger unhealthy: {err}")))
         dt = (time.monotonic_ns() - now) / 1e9
-        self.cycle_times.append(dt)
-        if len(self.cycle_times) > 2000:
-            del self.cycle_times[:1000]
+        self._time("cycle", dt)
         self.metrics.observe_cycle(dt)
 
     # ---- commands -----------------------------------------------------------------------
 
     def status(self) -> RuntimeStatus:
         seg, ex = self.seg, self.ex
-        ct = sorted(self.cycle_times[-1000:]) or [0.0]
-        cyc = CycleStatus(last_s=self.cycle_times[-1] if self.cycle_times else 0.0, p50_s=ct[len(ct) // 2],
-                          p99_s=ct[min(len(ct) - 1, int(len(ct) * 0.99))], overruns=self.overruns)
+        xs = self.timings["cycle"]
+        ct = self.timing_summary(("cycle",)).get("cycle", {})
+        cyc = CycleStatus(last_s=xs[-1] if xs else 0.0, p50_s=ct.get("p50_us", 0.0) / 1e6,
+                          p99_s=ct.get("p99_us", 0.0) / 1e6, overruns=self.overruns)
         cfg = ConfigStatus(self.config_path, self.last_reload_ok, self.last_reload_time, self.last_reload_error)
         aud = AuditStatus()
         if self.ledger is not None:
@@ -397,8 +396,9 @@ class Daemon:
                 self.last_reload_ok, self.last_reload_error = False, str(e)[:500]
                 raise CommandError(str(e))
             self._handle(now, out)
-            self.driver = TuningDriver(g, self.seg.declaration)
+            self.driver = self._new_driver(g, self.seg.declaration)
         self.g = g
+        self._qf = self._quantile_fields(g)
         self.config_generation += 1
         self.last_reload_ok, self.last_reload_time, self.last_reload_error = True, time.time(), ""
         return {"config_generation": self.config_generation}
