@@ -373,11 +373,6 @@ class Segment:
         return out, PlaneState(ack_generation=st[0], lease_state=st[1], lease_deadline_ns=lease_deadline_ns,
                                lease_lapses=st[2], plane_heartbeat_ns=st[3], state=st[4])
 
-    def heartbeat(self, now_ns: int) -> None:
-        lib.arqd_store_rel(self._u64(self._ctl_off("daemon_heartbeat_ns")), now_ns)
-        for r in range(self.n_rings):
-            lib.arqd_store_rel(self._u64(self._ring_off(r, "consumer_heartbeat_ns")), now_ns)
-
     # ---- snapshot ----------------------------------------------------------------------
 
     def acquire_writer(self, pid: int | None = None, *, steal_from_dead: bool = True) -> None:

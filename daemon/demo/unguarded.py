@@ -235,16 +235,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             for c in cmds:
                 if "inject" in c:
                     publish(tuner.inject(now, c["inject"].get("knobs", {}), c["inject"].get("variant")), now, "inject")
-            rows = [seg.drain(r).copy() for r in range(seg.n_rings)]
-            rows = np.concatenate(rows) if rows else np.zeros((0, 0), np.uint64)
+            batches, _plane = seg.poll(now, now + lease_ns)   # the daemon's own per-cycle call
+            rows = np.concatenate(batches)
             snap = tuner.step(now, rows)
             for t in tuner.trace[sent:]:
                 out.write(json.dumps({"event": "evaluation", **t}) + "\n")
             sent = len(tuner.trace)
             if snap is not None:
                 publish(snap, now, "apply")
-            seg.renew_lease(now + lease_ns)
-            seg.heartbeat(now)
             out.flush()
             stop.wait(max(0.0, period - (time.monotonic_ns() - now) / NS))
     finally:
