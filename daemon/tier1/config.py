@@ -123,8 +123,15 @@ class CatalogFields(msgspec.Struct, **_S):
 
 
 class CatalogEntry(msgspec.Struct, **_S):
+    """One approved (or not yet approved) catalog entry: a code `variant` the data plane
+    declares, a `knobs` bundle (a preset discovered offline, e.g. by `arqond demo discover`),
+    or both. `context` records the conditions (telemetry field means named in
+    `tuning.context`) the entry was found best for: Tier 2 proposes the entry nearest to the
+    observed conditions when they change."""
     id: str
-    variant: str
+    variant: Optional[str] = None
+    knobs: dict[str, float] = {}
+    context: dict[str, float] = {}
     state: Lifecycle = "Draft"
     version: str = "1"
     max_p99: Optional[float] = None
@@ -192,6 +199,7 @@ class Tuning(msgspec.Struct, **_S):
     variants: bool = False
     bandit: Literal["thompson", "gaussian_thompson", "ucb", "klucb", "lexicographic"] = "lexicographic"
     explore_every: int = 3               # variant probes: one per this many probe rounds
+    context: tuple[str, ...] = ()        # telemetry fields (slot-0 means) that describe conditions
 
 
 class Guardrails(msgspec.Struct, **_S):
@@ -533,6 +541,8 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         if c.id in ids:
             e(p + ("id",), c.id, "an id used by one catalog entry only")
         ids.add(c.id)
+        if c.variant is None and not c.knobs:
+            e(p, c.id, "an entry with a variant, a knobs bundle, or both")
         if c.checksum and not _CHECKSUM.fullmatch(c.checksum):
             e(p + ("checksum",), c.checksum, "'sha256:' followed by 64 lowercase hex digits")
     all_ids = {c.id for c in g.catalog.variants}
@@ -655,9 +665,27 @@ def check_against(g: Guardrails, decl: Declaration) -> list[str]:
             out.append(f"slos[{i}].field: {s.field!r} ({s.name}) is not a declared telemetry field; declared: {', '.join(sorted(fields)) or '(none)'}")
     cf = g.catalog.fields
     for i, c in enumerate(g.catalog.variants):
-        if c.variant not in decl.variants:
+        if c.variant is not None and c.variant not in decl.variants:
             out.append(f"catalog.variants[{i}].variant: {c.variant!r} ({c.id}) is not a declared variant; declared: {', '.join(decl.variants) or '(none)'}")
         for key, fld in (("max_p99", cf.latency), ("min_quality", cf.quality), ("max_cost", cf.cost)):
             if getattr(c, key) is not None and fld not in fields:
                 out.append(f"catalog.variants[{i}].{key}: refers to field {fld!r} (catalog.fields) which the data plane does not declare")
+        for name, v in c.knobs.items():
+            if name not in g.knobs:
+                out.append(f"catalog.variants[{i}].knobs.{name}: ({c.id}) knob {name!r} is not allowlisted in guardrails knobs")
+                continue
+            k = declared.get(name)
+            if k is None:
+                continue   # reported above under knobs.<name>
+            rk = resolve_knob(g, name, k.min, k.max)
+            if not rk.lo <= v <= rk.hi:
+                out.append(f"catalog.variants[{i}].knobs.{name}: ({c.id}) {v} lies outside the guardrail bounds [{rk.lo}, {rk.hi}]")
+            elif k.integer and v != round(v):
+                out.append(f"catalog.variants[{i}].knobs.{name}: ({c.id}) {v} is not a whole number but the knob is declared integer")
+        for name in c.context:
+            if name not in g.tuning.context:
+                out.append(f"catalog.variants[{i}].context.{name}: ({c.id}) {name!r} is not one of tuning.context ({', '.join(g.tuning.context) or 'empty'})")
+    for i, name in enumerate(g.tuning.context):
+        if name not in fields:
+            out.append(f"tuning.context[{i}]: {name!r} is not a declared telemetry field; declared: {', '.join(sorted(fields)) or '(none)'}")
     return out

@@ -409,7 +409,8 @@ class Executor:
         self._global_idx = tuple(i for i, k in enumerate(d.knobs) if k.is_global)
         self.kidx = {k.name: i for i, k in enumerate(d.knobs)}
         self.vidx = {v: i for i, v in enumerate(d.variants)}
-        self.catalog = {c.variant: c for c in g.catalog.variants}
+        self.catalog = {c.variant: c for c in g.catalog.variants if c.variant is not None}
+        self.presets = {c.id: c for c in g.catalog.variants if c.knobs}
         r = g.rollout
         self.block_ns = int(r.block_s * NS)
         self.settle_ns = int(r.settle_s * NS)
@@ -625,6 +626,7 @@ class Executor:
         arms: list[tuple[float, ...]] = []
         variants: list[int] = []
         for ai, a in enumerate(p.arms):
+            preset = a.preset is not None and self._check_preset(ai, a)
             vals = fast[ai] if fast is not None else list(base)
             for name, v in (() if fast is not None else a.knobs.items()):
                 kc = knob_rules.get(name)
@@ -641,7 +643,9 @@ class Executor:
                 if not lo <= v <= hi:
                     raise _Reject("bounds", v, f"[{rk.lo}, {rk.hi}]", f"arms[{ai}].{name}: {v} outside bounds [{rk.lo}, {rk.hi}]")
                 dv = abs(v - base[i])
-                if absolute:
+                if preset:
+                    pass   # an approved bundle: max_delta does not apply (see Arm.preset)
+                elif absolute:
                     if dv > max_delta + 1e-12:
                         raise _Reject("max_delta", dv, rk.max_delta,
                                       f"arms[{ai}].{name}: |{v} - baseline {base[i]}| = {dv:g} exceeds max_delta {rk.max_delta} (absolute)")
@@ -675,6 +679,20 @@ class Executor:
         is_global = bool(gi) and any(a[i] != base[i] for a in arms for i in gi)
         touches = self._check_knob_limits(now, p, arms, is_global, thrash)
         return arms, variants, is_global, touches
+
+    def _check_preset(self, ai: int, a) -> bool:
+        """An arm naming a preset must apply exactly that approved entry's bundle and variant."""
+        c = self.presets.get(a.preset)
+        if c is None:
+            raise _Reject("catalog", a.preset, ",".join(sorted(self.presets)) or "(no presets)",
+                          f"arms[{ai}].preset {a.preset!r} is not a catalog entry with a knobs bundle")
+        if c.state not in ELIGIBLE_STATES:
+            raise _Reject("catalog", c.state, "Approved|Promoted",
+                          f"arms[{ai}].preset {a.preset!r} is {c.state}; only Approved/Promoted are eligible")
+        if dict(a.knobs) != dict(c.knobs) or (c.variant is not None and a.variant != c.variant):
+            raise _Reject("preset_mismatch", a.preset, None,
+                          f"arms[{ai}]: knobs/variant differ from catalog entry {a.preset!r}'s approved bundle")
+        return True
 
     def _check_quarantine(self, now: int, ai: int, vals: tuple[float, ...], var: int) -> None:
         if not self.state.quarantine:

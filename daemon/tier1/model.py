@@ -54,9 +54,15 @@ class CycleInput(msgspec.Struct, frozen=True):
 
 class Arm(msgspec.Struct, frozen=True):
     """One configuration to try: knob values by name (only allowlisted knobs; the others stay
-    at the baseline) and optionally a variant name from the approved catalog."""
+    at the baseline) and optionally a variant name from the approved catalog.
+
+    `preset` names an approved catalog entry whose knob bundle (and variant, if it has one) this
+    arm applies exactly. A bundle was approved as a whole, so it may jump further than
+    max_delta; every other rule (bounds, allowlist, rates, budget, quarantine, the canary ramp
+    and the judge) still applies."""
     knobs: dict[str, float] = {}
     variant: Optional[str] = None
+    preset: Optional[str] = None
 
 
 class Proposal(msgspec.Struct, frozen=True):
