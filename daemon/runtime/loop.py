@@ -244,6 +244,13 @@ class Daemon:
             names.add(g.catalog.fields.latency)
         return frozenset(names)
 
+    def _context(self) -> Optional[dict[str, float]]:
+        """Conditions for Tier 2: the latest slot-0 means of the `tuning.context` fields."""
+        s0 = self.last_stats.get(0)
+        if s0 is None or not self.g.tuning.context:
+            return None
+        return {f: s0.fields[f].mean for f in self.g.tuning.context if f in s0.fields and s0.fields[f].count}
+
     def _time(self, key: str, seconds: float) -> None:
         xs = self.timings[key]
         xs.append(seconds)
@@ -303,7 +310,7 @@ class Daemon:
                 baseline = dict(zip(names, st0.baseline))
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
                 t2 = time.perf_counter()
-                p = self.driver.next_proposal(baseline, bv)
+                p = self.driver.next_proposal(baseline, bv, self._context())
                 t3 = time.perf_counter()
                 if p is not None:
                     self._time("t2_decision", t3 - t2)

@@ -16,10 +16,19 @@ scenario change within seconds). Probes sit at the full max delta (the largest m
 allows), so a winning arm is the largest step the rules permit in a descent direction. Variants: every `explore_every` rounds the
 eligible variants play a tournament as probe arms; a discounted bandit keeps their relative
 reward and SLA feasibility; a new leader is rolled out.
+
+Conditions (`tuning.context`: telemetry fields such as the offered load, as slot-0 means passed
+in by the runtime) split the world into *regimes*: per field, a band of width CONTEXT_BAND in
+log2 units. A regime change must persist for CONTEXT_PERSIST calls. Entering a regime, the driver
+proposes (once) what it knows is good there: the configuration it last promoted in that regime,
+else the approved catalog preset whose `context` point is nearest (log distance). Tier 1 canaries
+and judges that rollout like any other. The variant bandit is kept per regime, so what was learned
+at high load is not overwritten at low load.
 """
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -40,6 +49,8 @@ MAX_REJECTS = 3      # consecutive rejected probes (quarantine, rate) before a f
 BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles): no refusal storms
 BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many probe rounds
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
+CONTEXT_BAND = 0.5   # regime width per context field, log2 units (a factor of ~1.41)
+CONTEXT_PERSIST = 3  # consecutive calls in a new regime before the driver acts on it
 
 
 class TuningDriver:
@@ -79,10 +90,30 @@ class TuningDriver:
         self.scale = 1.0                      # probe size, fraction of max_delta (trust region)
         self.blocked: dict[str, int] = {}     # variant -> round until which it sits out tournaments
         self.variants = self._eligible_variants() if t.variants else []
-        self.bandit = (make_bandit(t.bandit, len(self.variants), seed=t.seed * 7919 + 1, discount=0.95)
-                       if len(self.variants) > 1 else None)
+        self.bandit = self._new_bandit(t.seed * 7919 + 1)
+        self.lo = self.bounds[:, 0].tolist()
+        self.hi = self.bounds[:, 1].tolist()
+        self.md = self.max_delta.tolist()
+        self.int_list = self.integer.tolist()
+        # Conditions: the regime now, a candidate regime and how many calls it has persisted,
+        # per-regime bandits and the configuration last promoted in each regime.
+        self.ctx_fields = tuple(t.context)
+        self.presets = [c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context
+                        and (c.knobs or (c.variant is not None and c.variant in decl.variants))]
+        self.regime: Optional[tuple] = None
+        self.regime_next: Optional[tuple] = None
+        self.regime_seen = 0
+        self.regime_acted = False          # the regime's entry rollout was proposed already
+        self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
+        self.bandits: dict[tuple, object] = {}
+        self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
 
     # ---- helpers ------------------------------------------------------------------------
+
+    def _new_bandit(self, seed: int):
+        if len(self.variants) < 2:
+            return None
+        return make_bandit(self.cfg.bandit, len(self.variants), seed=seed, discount=0.95)
 
     def _eligible_variants(self) -> list[str]:
         eligible = {c.variant for c in self.g.catalog.variants if c.state in ELIGIBLE_STATES}
@@ -110,26 +141,46 @@ class TuningDriver:
                                   seed=self.cfg.seed * 100003 + self.epoch * 7 + self.rejects, **opts)
         self.round = 0
 
-    def _clip(self, x: np.ndarray, base: np.ndarray) -> np.ndarray:
-        x = np.clip(x, base - self.max_delta, base + self.max_delta)
-        x = np.clip(x, self.bounds[:, 0], self.bounds[:, 1])
-        return np.where(self.integer, np.round(x), x)
+    def _clip(self, x, base: list[float]) -> list[float]:
+        """Within max_delta of the baseline and inside the bounds; integer knobs rounded. Plain
+        floats: at a handful of knobs one numpy call costs more than the whole loop."""
+        out = []
+        for v, b, md, lo, hi, integer in zip(x, base, self.md, self.lo, self.hi, self.int_list):
+            v = float(v)
+            v = b - md if v < b - md else (b + md if v > b + md else v)
+            v = lo if v < lo else (hi if v > hi else v)
+            out.append(float(round(v)) if integer else v)
+        return out
 
-    def _baseline_vec(self, baseline: dict[str, float]) -> np.ndarray:
-        return np.array([baseline[n] for n in self.names], dtype=float)
+    def _baseline_vec(self, baseline: dict[str, float]) -> list[float]:
+        return [float(baseline[n]) for n in self.names]
 
     # ---- decisions ----------------------------------------------------------------------
 
-    def next_proposal(self, baseline: dict[str, float], baseline_variant: str) -> Optional[Proposal]:
-        """The next thing to try, or None (something is pending or tuning is off)."""
+    def next_proposal(self, baseline: dict[str, float], baseline_variant: str,
+                      context: Optional[dict[str, float]] = None) -> Optional[Proposal]:
+        """The next thing to try, or None (something is pending or tuning is off). `context`:
+        the current means of the `tuning.context` fields on slot 0 (missing: conditions unknown)."""
         if not self.cfg.enabled or self.pending is not None:
             return None
-        for v in [v for v, r in self.blocked.items() if r <= self.round]:
-            del self.blocked[v]
+        if self.blocked:
+            for v in [v for v, r in self.blocked.items() if r <= self.round]:
+                del self.blocked[v]
+        base = self._baseline_vec(baseline)
+        if self.ctx_fields and context:
+            self._observe(context, baseline, baseline_variant)
         if self.quiet > 0:
             self.quiet -= 1
             return None
-        base = self._baseline_vec(baseline)
+        if self.regime is not None and not self.regime_acted:
+            self.regime_acted = True
+            arm, why = self._regime_arm(baseline, baseline_variant, context or {})
+            if arm is not None:
+                self.epoch += 1
+                self.opt = None
+                return self._set_pending(Proposal(self._new_id("regime"), "rollout", (arm,), source="context",
+                                                  seed=self.cfg.seed, note=f"regime {list(self.regime)}: {why}"),
+                                         "rollout")
         if self.opt is None:
             self._start_epoch(base)
         if self.winner is not None:
@@ -148,21 +199,90 @@ class TuningDriver:
             x = self._clip(self._current(), base)
             self.epoch += 1
             self.opt = None
-            if np.any(np.abs(x - base) > self.g.anti_thrashing.hysteresis * self.max_delta):
-                arm = Arm(knobs={n: float(v) for n, v in zip(self.names, x)})
+            hyst = self.g.anti_thrashing.hysteresis
+            if any(abs(a - b) > hyst * m for a, b, m in zip(x, base, self.md)):
+                arm = Arm(knobs=dict(zip(self.names, x)))
                 return self._set_pending(Proposal(self._new_id("rollout"), "rollout", (arm,), source=self.cfg.optimizer,
                                                   seed=self.cfg.seed, note=f"epoch {self.epoch - 1} recommendation"), "rollout")
             self._start_epoch(base)
         X = self.opt.ask()
         if isinstance(X, NoChange):
             return None
-        arms = tuple(Arm(knobs={n: float(v) for n, v in zip(self.names, self._clip(np.asarray(x, float), base))})
-                     for x in X[: MAX_SLOTS - 1])
+        names = self.names
+        arms = tuple(Arm(knobs=dict(zip(names, self._clip(x, base)))) for x in X.tolist()[: MAX_SLOTS - 1])
         if len(arms) < len(X):
             self.opt.reject()  # more points than free slots: this optimizer cannot run here as configured
             return None
         return self._set_pending(Proposal(self._new_id("probe"), "probe", arms, source=self.cfg.optimizer,
                                           seed=self.cfg.seed, note=f"epoch {self.epoch} round {self.round}"), "probe")
+
+    # ---- conditions -----------------------------------------------------------------------
+
+    def _position(self, context: dict[str, float]) -> Optional[list[float]]:
+        """Each context field in regime-band units (log2 / CONTEXT_BAND); None if one is missing."""
+        out = []
+        for f in self.ctx_fields:
+            v = context.get(f)
+            if v is None or not v > 0 or not math.isfinite(v):
+                return None
+            out.append(math.log2(v) / CONTEXT_BAND)
+        return out
+
+    def _observe(self, context: dict[str, float], baseline: dict[str, float], variant: str) -> None:
+        u = self._position(context)
+        if u is None:
+            return
+        cur = (tuple(baseline[n] for n in self.names), variant)
+        r = self.regime
+        # hysteresis: stay while every field is within 3/4 of a band of the regime's centre
+        if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
+            self.regime_next, self.regime_seen = None, 0
+            if cur != self.regime_base:
+                self.memory[r] = cur     # a promotion happened in this regime: remember it
+            return
+        new = tuple(math.floor(x) for x in u)
+        if new != self.regime_next:
+            self.regime_next, self.regime_seen = new, 0
+        self.regime_seen += 1
+        if r is not None and self.regime_seen < CONTEXT_PERSIST:
+            return
+        self.regime, self.regime_next, self.regime_seen = new, None, 0
+        self.regime_acted, self.regime_base = False, cur
+        # the variants' relative rewards describe the old conditions: a fresh bandit (a local
+        # restart), seeded from the regime so the run stays deterministic
+        self.bandit = self._new_bandit(self.cfg.seed * 7919 + (zlib.crc32(repr(new).encode()) & 0xFFFF))
+        self.blocked = {}
+
+    def _regime_arm(self, baseline: dict[str, float], variant: str, context: dict[str, float]):
+        """What to roll out on entering a regime: what was last promoted here, else the nearest
+        approved preset; None when the baseline already is that."""
+        mem = self.memory.get(self.regime)
+        if mem is not None:
+            knobs, v = mem
+            x = self._clip(knobs, self._baseline_vec(baseline))   # not an approved bundle: max_delta applies
+            arm = Arm(knobs={n: a for n, a, b in zip(self.names, x, (baseline[n] for n in self.names)) if a != b},
+                      variant=v if v and v != variant else None)
+            if not arm.knobs and arm.variant is None:
+                return None, ""
+            return arm, "what was promoted last time in these conditions"
+        u = self._position(context)
+        if not self.presets or u is None:
+            return None, ""
+        best, best_d = None, math.inf
+        for c in self.presets:
+            d = 0.0
+            for f, x in zip(self.ctx_fields, u):
+                cv = c.context.get(f)
+                if cv is not None and cv > 0:
+                    d += (x - math.log2(cv) / CONTEXT_BAND) ** 2
+            if d < best_d:
+                best, best_d = c, d
+        knobs = {k: float(v) for k, v in best.knobs.items()}
+        same_knobs = all(abs(baseline.get(k, math.nan) - v) <= 1e-12 for k, v in knobs.items())
+        if same_knobs and (best.variant is None or best.variant == variant):
+            return None, ""
+        arm = Arm(knobs=knobs, variant=best.variant, preset=best.id if knobs else None)
+        return arm, f"nearest approved preset {best.id} (distance {math.sqrt(best_d) * CONTEXT_BAND:.3g} log2 units)"
 
     def _variant_step(self, baseline_variant: str) -> Optional[Proposal]:
         means = self.bandit.means()
@@ -212,6 +332,8 @@ class TuningDriver:
             self.opt = None
         if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
             self.blocked[v.value] = self.round + BLOCK_ROUNDS   # Tier 1 quarantined it: tournament without it
+        if self.pending_kind == "rollout" and v.rule in RETRY_RULES and self.pending.source == "context":
+            self.regime_acted = False               # conditions still want it: try again after the pause
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
             self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
@@ -319,6 +441,5 @@ class TuningDriver:
         self.scale = min(1.0, 2.0 * self.scale)   # the baseline moved: probe wide again
         # Relative variant rewards were measured against the old baseline; start afresh.
         if any(a.variant for a in p.arms) and self.bandit is not None:
-            self.bandit = make_bandit(self.cfg.bandit, len(self.variants), seed=self.cfg.seed * 7919 + self.seq,
-                                      discount=0.95)
+            self.bandit = self._new_bandit(self.cfg.seed * 7919 + self.seq)
         self.opt = None   # next epoch starts at the (possibly new) baseline

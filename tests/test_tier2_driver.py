@@ -1,0 +1,172 @@
+"""The Tier-2 driver: deterministic proposals inside Tier 1's limits, convergence on a known
+problem, and conditions (tuning.context): regime entry proposes the nearest approved preset or
+what was promoted there before, jitter does not flap regimes, the variant bandit restarts."""
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+
+from daemon.tier1.config import load_guardrails
+from daemon.tier1.executor import Executor
+from daemon.tier1.model import Evaluation
+from daemon.tier2.driver import CONTEXT_PERSIST, TuningDriver
+from shm_layout.decl import Declaration, FieldDecl, KnobDecl
+
+DECL = Declaration(
+    knobs=(KnobDecl("a", 0.0, 1.0, 0.2), KnobDecl("b", 0.0, 1.0, 0.2), KnobDecl("n", 1, 8, 4, integer=True)),
+    fields=(FieldDecl("cost"), FieldDecl("load")), variants=())
+
+CFG = """
+target: t
+limits: {max_delta: 0.1, rate_limit_hz: 10, min_interval_s: 0}
+knobs: {a: {}, b: {}, n: {delta_mode: absolute, max_delta: 1}}
+objective: {terms: [{field: cost, stat: mean}]}
+budget: {max_change: 5.0, window_s: 60}   # presets jump far; the budget still caps the total
+rollout: {canary_steps: [0.1, 1.0], min_samples: 5, min_blocks: 3, block_s: 0.1}
+tuning: {seed: 3, knobs: [a, b], rollout_every: 3, context: [load]}
+catalog:
+  variants:
+    - {id: quiet, state: Approved, knobs: {a: 0.8, b: 0.1, n: 2}, context: {load: 100}}
+    - {id: busy, state: Approved, knobs: {a: 0.1, b: 0.9, n: 6}, context: {load: 1000}}
+    - {id: unapproved, state: Evaluated, knobs: {a: 0.5, b: 0.5}, context: {load: 120}}
+"""
+OPT = {"quiet": (0.8, 0.1), "busy": (0.1, 0.9)}
+
+
+def driver(text: str = CFG) -> TuningDriver:
+    return TuningDriver(load_guardrails(text), DECL)
+
+
+def cost(k: dict, load: float) -> float:
+    oa, ob = OPT["quiet"] if load < 300 else OPT["busy"]
+    return (k["a"] - oa) ** 2 + (k["b"] - ob) ** 2
+
+
+def run(d: TuningDriver, loads, seed: int = 0, base=None):
+    """Drive `d` against a simulated target: probes report paired costs, rollouts are promoted
+    when they improve the true cost. Returns the proposals and the final baseline."""
+    rng = np.random.default_rng(seed)
+    base = dict(base or {"a": 0.2, "b": 0.2, "n": 4.0})
+    out, seen = [], []
+    run.bases = seen     # the baseline each proposal was made against
+    for load in loads:
+        p = d.next_proposal(base, "", {"load": load})
+        if p is None:
+            continue
+        out.append(p)
+        seen.append(dict(base))
+        if p.kind == "probe":
+            b = cost(base, load)
+            d.on_evaluations([Evaluation(p.proposal_id, i, "ok", cost({**base, **a.knobs}, load) + rng.normal(0, 1e-4),
+                                         b, 100, 4, 1e-4) for i, a in enumerate(p.arms)])
+        else:
+            if cost({**base, **p.arms[0].knobs}, load) < cost(base, load):
+                base = {**base, **p.arms[0].knobs}
+            d.on_experiment_end()
+    return out, base
+
+
+def test_same_inputs_same_proposals_byte_for_byte():
+    loads = [100.0] * 200 + [1000.0] * 200
+    a, _ = run(driver(), loads)
+    b, _ = run(driver(), loads)
+    assert len(a) > 50
+    assert msgspec.json.encode(a) == msgspec.json.encode(b)
+
+
+def test_probe_arms_stay_inside_bounds_and_max_delta():
+    d = driver(CFG.replace("context: [load]", "context: []").replace("context: {load: 100}", "")
+               .replace("context: {load: 1000}", "").replace("context: {load: 120}", ""))
+    rng = np.random.default_rng(1)
+    base = {"a": 0.02, "b": 0.97, "n": 4.0}
+    for _ in range(300):
+        p = d.next_proposal(base, "", None)
+        if p is None:
+            continue
+        for arm in p.arms:
+            for k, v in arm.knobs.items():
+                assert 0.0 <= v <= 1.0
+                assert abs(v - base[k]) <= 0.1 + 1e-12
+        if p.kind == "probe":
+            d.on_evaluations([Evaluation(p.proposal_id, i, "ok", float(rng.normal()), 0.0, 100, 4, 1.0)
+                              for i in range(len(p.arms))])
+        else:
+            base = {**base, **p.arms[0].knobs}
+            d.on_experiment_end()
+
+
+def test_regime_entry_proposes_nearest_approved_preset_and_tier1_accepts_it():
+    d = driver()
+    p = d.next_proposal({"a": 0.2, "b": 0.2, "n": 4.0}, "", {"load": 110.0})
+    assert p is not None and p.kind == "rollout" and p.source == "context"
+    arm = p.arms[0]
+    assert arm.preset == "quiet" and arm.knobs == {"a": 0.8, "b": 0.1, "n": 2.0}   # not the unapproved one
+    x = Executor(load_guardrails(CFG), DECL, run_id="t")
+    x.start(0)
+    v = x.propose(10**9, p)          # a jump of 0.6 > max_delta 0.1: allowed for an approved bundle
+    assert v.accepted, v.message
+
+
+def test_converges_then_follows_a_condition_change():
+    loads = [100.0] * 150 + [1000.0] * 150
+    props, base = run(driver(), loads)
+    assert cost(base, 1000.0) < 1e-3
+    kinds = [(p.source, p.arms[0].preset) for p in props if p.kind == "rollout" and p.source == "context"]
+    assert kinds == [("context", "quiet"), ("context", "busy")]
+
+
+def test_jitter_around_a_band_edge_does_not_flap_regimes():
+    d = driver()
+    base = {"a": 0.2, "b": 0.2, "n": 4.0}
+    edge = 2 ** (math.floor(math.log2(100) / 0.5) * 0.5)      # a regime boundary near load 100
+    rng = np.random.default_rng(2)
+    regimes = set()
+    for _ in range(300):
+        d.next_proposal(base, "", {"load": edge * float(np.exp(rng.normal(0, 0.05)))})
+        d.pending = None
+        regimes.add(d.regime)
+    assert len(regimes) <= 2      # it may settle on either side once, never oscillate
+    changes = 0
+    last = d.regime
+    for _ in range(300):
+        d.next_proposal(base, "", {"load": edge * float(np.exp(rng.normal(0, 0.05)))})
+        d.pending = None
+        changes += d.regime != last
+        last = d.regime
+    assert changes == 0
+
+
+def test_a_new_regime_must_persist_before_the_driver_acts():
+    d = driver()
+    base = {"a": 0.8, "b": 0.1, "n": 2.0}       # already the quiet preset: nothing to do
+    assert d.next_proposal(base, "", {"load": 100.0}).kind == "probe"
+    d.pending = None
+    r0 = d.regime
+    for i in range(CONTEXT_PERSIST - 1):
+        d.next_proposal(base, "", {"load": 1000.0})
+        d.pending = None
+        assert d.regime == r0
+    p = d.next_proposal(base, "", {"load": 1000.0})
+    assert d.regime != r0 and p.arms[0].preset == "busy"
+
+
+def test_returning_to_a_regime_proposes_what_was_promoted_there():
+    # no presets: what the driver learned is all it has
+    text = CFG.split("catalog:")[0]
+    d = driver(text)
+    props, base = run(d, [100.0] * 400)
+    assert cost(base, 100.0) < 5e-3
+    learned = dict(base)
+    props, base = run(d, [1000.0] * 400, base=base)
+    assert cost(base, 1000.0) < 5e-3
+    before = dict(base)
+    props, _ = run(d, [100.0] * (CONTEXT_PERSIST + 1), base=before)
+    back = [(p, b) for p, b in zip(props, run.bases) if p.source == "context"]
+    assert back, "re-entering a known regime proposes its memory"
+    arm, before = back[0][0].arms[0], back[0][1]
+    # moves towards the remembered setting by at most max_delta per knob (not an approved bundle)
+    for k, v in arm.knobs.items():
+        assert abs(v - before[k]) <= 0.1 + 1e-12
+        assert abs(v - learned[k]) < abs(before[k] - learned[k])
