@@ -269,7 +269,10 @@ def catalog_list(config: Path = typer.Option(Path("guardrails.yaml"), "--config"
         _print_json(rows)
         return
     for c in g.catalog.variants:
-        typer.echo(f"{c.id:16s} variant={c.variant:14s} {c.state:10s} {'eligible' if c.state in ELIGIBLE_STATES else '-'}")
+        bundle = " ".join(f"{k}={v:g}" for k, v in c.knobs.items())
+        ctx = " ".join(f"{k}={v:g}" for k, v in c.context.items())
+        typer.echo(f"{c.id:16s} variant={c.variant or '-':14s} {c.state:10s} {'eligible' if c.state in ELIGIBLE_STATES else '-':8s}"
+                   + (f" knobs: {bundle}" if bundle else "") + (f" context: {ctx}" if ctx else ""))
 
 
 @app.command()

@@ -78,3 +78,16 @@ def test_entry_needs_a_variant_or_a_bundle():
     with pytest.raises(ConfigError) as e:
         load_guardrails(CFG.replace("- {id: draft, state: Draft, knobs: {a: 0.1}}", "- {id: empty, state: Draft}"))
     assert "catalog.variants[1]" in str(e.value) and "a variant, a knobs bundle, or both" in str(e.value)
+
+
+def test_catalog_list_shows_presets_and_their_conditions(tmp_path):
+    from typer.testing import CliRunner
+
+    from daemon.cli import app
+    f = tmp_path / "g.yaml"
+    f.write_text(CFG)
+    r = CliRunner().invoke(app, ["catalog", "list", "-c", str(f)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("far"))
+    assert "variant=-" in line and "eligible" in line and "knobs: a=0.9 b=0.1 n=7" in line and "context: load=3" in line
+    assert "draft" in r.output and "Draft" in r.output
