@@ -68,6 +68,7 @@ def test_universe_declares_what_the_python_mirror_says():
     assert ph["baseline"]["count"] > 500 and ph["candidates"]["count"] == 0
     # no daemon: the declared initial values ran, measured and plausible
     assert base["cost"]["p50"] == 4 * 32 * 32
+    assert base["load"]["mean"] == 32 and base["strength"]["mean"] == 1.0   # the conditions, as context
     assert 0 < base["step_time_s"]["p50"] < 1e-3
     assert 0.2 < base["error"]["mean"] < 5            # initial values are off target, not broken
     assert base["instability"]["max"] < 0.1
@@ -160,12 +161,13 @@ def test_serve_variants_trade_quality_for_latency():
         assert (rec["variant"][rec["slot"] == s] == [v["fp32"], v["int8"], v["early_exit_1"], v["fp32_blocked"]][s]).all()
     q = {s: _field(rec, seg, "quality", s) for s in range(4)}
     lat = {s: _field(rec, seg, "latency_s", s) for s in range(4)}
-    load = _field(rec, seg, "load_rps", 0)
+    load = _field(rec, seg, "load", 0)
     assert (q[0] == 1).all() and (q[3] == 1).all()          # fp32 and its blocked kernel are the reference
     assert 0.85 < q[1].mean() < 1.0                          # int8: close, not identical
     assert q[2].mean() < q[1].mean() - 0.1                   # early exit 1: much cheaper, much worse
     assert np.median(lat[2]) < np.median(lat[0])
-    assert np.allclose(load, 0.30 * 2000)
+    # the measured arrival rate over the last 100 ms: Poisson around the offered 600/s
+    assert 450 < np.median(load) < 750 and load.min() >= 0
     assert (_field(rec, seg, "error", 0) == 0).mean() > 0.95
 
 

@@ -21,7 +21,9 @@
  * too much noise makes std/roughness overshoot (error rises); too many substeps on big
  * tiles breach the step-time SLO.
  *
- * Telemetry per tile-step (ring 0): step_time_s, error, instability, cost. A tile whose
+ * Telemetry per tile-step (ring 0): step_time_s, error, instability, cost, and the conditions
+ * the step ran under, observable like a request rate: load (the tile side, cells) and strength
+ * (the source strength). Tier 2 reads those two as its context (tuning.context). A tile whose
  * knobs just changed carries the previous setting's field for a few relaxation times,
  * so its records are held back for settle_steps(decay) steps (the work still runs);
  * blow-ups are always reported.
@@ -44,9 +46,10 @@ static const arq_knob_decl KNOBS[NK] = {
     {"noise", 0.0, 2.0, 0.05, 0},                 /* field units per sqrt(unit time) */
     {"substeps", 1, 16, 4, ARQ_KNOB_INTEGER},     /* explicit sub-steps per step */
 };
-enum { F_STEP, F_ERR, F_INST, F_COST, NF };
+enum { F_STEP, F_ERR, F_INST, F_COST, F_LOAD, F_STRENGTH, NF };
 static const arq_field_decl FIELDS[NF] = {
-    {"step_time_s", "s"}, {"error", "1"}, {"instability", "1"}, {"cost", "cell_updates"}};
+    {"step_time_s", "s"}, {"error", "1"}, {"instability", "1"}, {"cost", "cell_updates"},
+    {"load", "cells"}, {"strength", "1"}};
 
 /* ---- scenario ------------------------------------------------------------------------ */
 
@@ -396,6 +399,8 @@ int main(int argc, char **argv) {
             double f[NF];
             f[F_STEP] = (double)(b - a) * 1e-9;
             f[F_COST] = v.knob[K_SUB] * T->n * T->n;
+            f[F_LOAD] = T->n;
+            f[F_STRENGTH] = P->strength;
             int blown = st.bad_frac > 0 || !isfinite(st.mean) || !isfinite(st.std) || !isfinite(st.rough);
             if (blown) {
                 f[F_ERR] = ERROR_CAP;
