@@ -498,17 +498,50 @@ def _rollout_then_rollback(r: Rig, **knobs):
     return v
 
 
-def test_anti_thrashing_and_hysteresis():
+def _promote_knobs(r: Rig, **knobs):
+    v = r.propose("rollout", A(**knobs))
+    assert v.accepted, v.message
+    r.until(S.IDLE)
+    names = [k.name for k in DECL.knobs]
+    assert all(r.x.state.baseline[names.index(k)] == val for k, val in knobs.items()), r.of(ev.Rollback)[-1:]
+    r.wait(1.05)   # a's min_interval_s
+    return v
+
+
+def test_anti_thrashing_and_hysteresis_count_promoted_changes():
     r = Rig()
-    assert _rollout_then_rollback(r, a=0.6).accepted
-    v = r.propose("rollout", A(a=0.49))
+    _promote_knobs(r, a=0.55)
+    v = r.propose("rollout", A(a=0.54))
     assert not v.accepted and v.rule == "hysteresis" and v.value == pytest.approx(0.01) and v.limit == pytest.approx(0.02)
-    for k, val in enumerate((0.4, 0.6, 0.4)):   # three flips allowed
-        assert _rollout_then_rollback(r, a=val).accepted, r.of(ev.ValidationVerdict)[-1]
-    v = r.propose("rollout", A(a=0.6))
+    for val in (0.45, 0.55, 0.45):   # three flips of the baseline allowed
+        _promote_knobs(r, a=val)
+    assert r.of(ev.Promotion)[-1].moves == {"a": -1}
+    v = r.propose("rollout", A(a=0.55))
     assert not v.accepted and v.rule == "anti_thrashing" and v.value == 4 and v.limit == 3
-    v = r.propose("rollout", A(a=0.6))
+    v = r.propose("rollout", A(a=0.55))
     assert not v.accepted and v.rule == "anti_thrashing" and 29 < v.value <= 30 and v.limit == 30
+    # the cooldown holds rollouts; a symmetric probe leaves the baseline alone and is not held
+    v = r.propose("probe", A(a=0.5), A(a=0.4))
+    assert v.accepted, v.message
+
+
+def _big_budget():
+    g = G()
+    return msgspec.structs.replace(g, budget=msgspec.structs.replace(g.budget, max_change=5.0))
+
+
+def test_rolled_back_rollouts_and_probes_are_not_flips():
+    r = Rig(_big_budget())
+    for val in (0.6, 0.4, 0.6, 0.4, 0.6):   # never promoted: the baseline never changed direction
+        assert _rollout_then_rollback(r, a=val).accepted, r.of(ev.ValidationVerdict)[-1]
+    assert _rollout_then_rollback(r, a=0.49).accepted, r.of(ev.ValidationVerdict)[-1]   # no reversal of anything
+    _promote_knobs(r, a=0.6)
+    for _ in range(3):   # symmetric probes (+d/-d), as Tier 2 sends them: never a reversal nor a flip
+        v = r.propose("probe", A(a=0.61), A(a=0.59))
+        assert v.accepted, v.message
+        r.until(S.IDLE)
+        r.wait(1.05)
+    assert _promote_knobs(r, a=0.7).accepted   # same direction as the last promotion: no dead band
 
 
 def test_budget_per_knob_per_minute():

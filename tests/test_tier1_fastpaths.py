@@ -26,7 +26,8 @@ MS = 1_000_000
 
 class ScanExecutor(Executor):
     """The executor without the shortcuts: list membership, the two-pass validation and the
-    full scans of every knob's history (the code before the shortcuts, kept verbatim)."""
+    full scans of every knob's history (the code before the shortcuts, kept verbatim but for the anti-thrashing rule, which now reads
+    promoted baseline changes as the executor does)."""
 
     def _seen(self, proposal_id):
         return proposal_id in self.state.recent_ids
@@ -51,7 +52,7 @@ class ScanExecutor(Executor):
             name = rk.name
             hist = st_.history.get(name, [])
             until = st_.thrash_until.get(name, 0)
-            if until > now:
+            if p.kind == "rollout" and until > now:   # a thrashing cooldown holds rollouts only
                 raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
                               f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
             if hist:
@@ -67,19 +68,21 @@ class ScanExecutor(Executor):
             if p.kind == "rollout":
                 move = moves[0]
                 direction = 1 if move > 0 else -1
-                dirs = [h.direction for h in hist if h.direction != 0]
+                # reversals and flips: promoted baseline changes only
+                dirs = [h.direction for h in st_.moves.get(name, []) if h.direction != 0]
                 if dirs and dirs[-1] != direction:
                     nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
                     if abs(move) < at.hysteresis * nd:
                         raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
                                       f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
                                       f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
-                    win = [h.direction for h in hist if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
+                    win = [h.direction for h in st_.moves.get(name, [])
+                           if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
                     flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
                     if flips + 1 > at.max_flips:
                         thrash[name] = now + int(at.cooldown_s * NS)
                         raise _Reject("anti_thrashing", flips + 1, at.max_flips,
-                                      f"knob {name}: {flips + 1} direction flips within {at.window_s} s "
+                                      f"knob {name}: {flips + 1} promoted direction flips within {at.window_s} s "
                                       f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
             cost = max(abs(m) for m in moves) * share
             spent = sum(h.cost for h in hist if h.t_ns > now - int(g.budget.window_s * NS))

@@ -132,6 +132,9 @@ class Promotion(_Base, tag="promotion"):
     new_baseline: tuple[float, ...]
     old_variant: int
     new_variant: int
+    moves: dict[str, int] = {}   # knob -> +1/-1: direction of each allowlisted knob's baseline change
+    horizon_ns: int = 0          # how long these directions matter to the flips rule
+    reason: str = ""             # the rule that passed the candidate (see judge.py)
 
 
 class Rollback(_Base, tag="rollback"):

@@ -170,6 +170,7 @@ class ExecState(msgspec.Struct, dict=True):
     history: dict[str, list[Touch]] = {}
     thrash_until: dict[str, int] = {}
     recent_ids: list[str] = []
+    moves: dict[str, list[Touch]] = {}    # promoted baseline changes per knob (direction, within the horizon)
 
     # ---- derived lookups (not fields)
     def _id_set(self) -> set:
@@ -210,23 +211,40 @@ class ExecState(msgspec.Struct, dict=True):
                     ids.difference_update(self.recent_ids[:1024])
                     del self.recent_ids[:1024]
         elif t is ev.ValidationVerdict:
-            if e.accepted:
+            if e.accepted and e.touches:
+                history = self.history
+                logs = self.__dict__.get("_logs")
+                if logs is None:
+                    logs = self.__dict__["_logs"] = {}
+                t_ns = e.t_ns
+                cut = t_ns - e.horizon_ns
                 for tc in e.touches:
-                    h = self.history.setdefault(tc.knob, [])
-                    lg = self.knob_log(tc.knob, h)
-                    touch = Touch(e.t_ns, tc.cost, tc.direction, tc.move)
+                    name = tc.knob
+                    h = history.get(name)
+                    if h is None:
+                        h = history[name] = []
+                    lg = logs.get(name)
+                    if lg is None or not lg.fresh(h):
+                        lg = logs[name] = _KnobLog(h)
+                    touch = Touch(t_ns, tc.cost, tc.direction, tc.move)
                     h.append(touch)
                     lg.append(touch)
-                    cut = e.t_ns - e.horizon_ns
-                    k = 0
-                    while k < len(h) and h[k].t_ns <= cut:
-                        k += 1
-                    if k:
+                    if h[0].t_ns <= cut:   # drop what left the horizon
+                        k, n = 1, len(h)
+                        while k < n and h[k].t_ns <= cut:
+                            k += 1
                         del h[:k]
                         lg.trim(k)
             for k, until in e.thrash_cooldown.items():
                 self.thrash_until[k] = until
         elif t is ev.Promotion:
+            for k, d in e.moves.items():
+                h = self.moves.setdefault(k, [])
+                h.append(Touch(e.t_ns, 0.0, d, 0.0))
+                if e.horizon_ns:
+                    cut = e.t_ns - e.horizon_ns
+                    while h and h[0].t_ns <= cut:
+                        del h[0]
             self.baseline = e.new_baseline
             self.baseline_variant = e.new_variant
             self.consecutive_regressions = 0
@@ -422,6 +440,11 @@ class Executor:
             (s.name, s.max is not None, s.enforce) for s in g.slos if s.compare]
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
+        # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
+        self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
+                                 for i, rk in enumerate(self.rk) if rk is not None)
+        self._budget_ns = int(g.budget.window_s * NS)
+        self._budget_limit = g.budget.max_change + 1e-12
 
     def _catalog_checks(self, variant: int) -> list[_Check]:
         if not self.decl.variants or variant >= len(self.decl.variants):
@@ -449,10 +472,22 @@ class Executor:
         self._events.append(e)
         return e
 
+    def _push(self, e):
+        """Fold `e` into the state and queue it (the hot emitters build their events literally:
+        keyword construction from a dict costs more than the event itself)."""
+        self.state.apply(e)
+        self._events.append(e)
+        return e
+
+    def _pid(self) -> str:
+        return self.exp.p.proposal_id if self.exp is not None else ""
+
     def _fire(self, now: int, trigger: str, measured=None, condition: str = "", threshold=None) -> None:
         new = next_state(self.mstate, trigger)
-        self._emit(ev.Transition, now, from_state=self.mstate.value, to_state=new.value, trigger=trigger,
-                   measured=measured, condition=condition, threshold=threshold)
+        self._push(ev.Transition(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
+                                 config_generation=self.config_generation, proposal_id=self._pid(),
+                                 from_state=self.mstate.value, to_state=new.value, trigger=trigger,
+                                 measured=measured, condition=condition, threshold=threshold))
         self.mstate = new
 
     def _take(self) -> StepOutput:
@@ -463,7 +498,9 @@ class Executor:
     def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str) -> None:
         spec = SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
                             global_knobs=tuple(global_knobs), salt=salt)
-        self._emit(ev.Apply, now, new_config_version=spec.generation, reason=reason, snapshot=spec)
+        self._push(ev.Apply(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
+                            config_generation=self.config_generation, proposal_id=self._pid(),
+                            new_config_version=spec.generation, reason=reason, snapshot=spec))
         self._snap = spec
         self._pub_ns = now
         if self.exp is not None:
@@ -538,9 +575,11 @@ class Executor:
         now = now_ns
         self._pid_was_present = self._seen(p.proposal_id)
         summary, fast = self._prescan(p)
-        self._emit(ev.ProposalEvent, now, proposal_id=p.proposal_id, kind=p.kind, source=p.source, seed=p.seed,
-                   arms=p.arms, note=p.note, config_version=self.config_generation,
-                   delta_summary=summary)
+        cg = self.config_generation
+        self._push(ev.ProposalEvent(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
+                                    config_generation=cg, proposal_id=p.proposal_id, kind=p.kind, source=p.source,
+                                    seed=p.seed, arms=p.arms, note=p.note, config_version=cg,
+                                    delta_summary=summary))
         thrash: dict[str, int] = {}
         try:
             arms, variants, is_global, touches = self._validate(now, p, thrash, fast)
@@ -550,8 +589,10 @@ class Executor:
                        value=r.value, limit=r.limit, message=msg, thrash_cooldown=thrash)
             out = self._merge_keep(self._take())
             return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, out.snapshot, out.events)
-        self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=True, rule="", value=None,
-                   limit=None, message="accepted", touches=tuple(touches), horizon_ns=self.horizon_ns)
+        self._push(ev.ValidationVerdict(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
+                                        config_generation=cg, proposal_id=p.proposal_id, accepted=True, rule="",
+                                        value=None, limit=None, message="accepted", touches=tuple(touches),
+                                        horizon_ns=self.horizon_ns))
         salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
         self.exp = _Exp(p, arms, variants, is_global, salt)
         self._begin_experiment(now)
@@ -713,69 +754,70 @@ class Executor:
         return tuple((v - k.min) / self.ranges[i] for i, (v, k) in enumerate(zip(vals, self.decl.knobs)))
 
     def _check_knob_limits(self, now: int, p: Proposal, arms, is_global: bool, thrash: dict[str, int]):
+        """Rate, interval, budget and (rollouts only) anti-thrashing rules of every knob the
+        proposal moves. Hysteresis and flips read the directions of *promoted* baseline changes
+        (`ExecState.moves`): a probe or a rolled-back rollout never moved the baseline, so it is
+        neither a reversal nor a flip, and a thrashing cooldown holds rollouts only (a probe
+        leaves the baseline where it is; rate, interval and budget still bound it)."""
         g, st, base = self.g, self.state, self.state.baseline
-        at = g.anti_thrashing
         touches: list[ev.KnobTouch] = []
-        if p.kind == "probe":
+        rollout = p.kind == "rollout"
+        if not rollout:
             share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
         else:
             share = 1.0
-        budget_cut = now - int(g.budget.window_s * NS)
-        for i, rk in enumerate(self.rk):
-            if rk is None:
-                continue
-            bi, ri = base[i], self.ranges[i]
+        budget_cut = now - self._budget_ns
+        rate_cut = now - NS
+        limit = self._budget_limit
+        history, thrash_until = st.history, st.thrash_until
+        logs = st.__dict__.get("_logs")
+        if logs is None:
+            logs = st.__dict__["_logs"] = {}
+        KT = ev.KnobTouch
+        for i, name, ri, min_iv, rate in self._limit_rows:
+            bi = base[i]
             moves = [(a[i] - bi) / ri for a in arms]
             for m in moves:
                 if m != 0:
                     break
             else:
                 continue   # this knob does not move
-            name = rk.name
-            hist = st.history.get(name, [])
-            until = st.thrash_until.get(name, 0)
-            if until > now:
-                raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
-                              f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
-            lg = st.knob_log(name, hist) if hist else None
+            if rollout and thrash_until:
+                until = thrash_until.get(name, 0)
+                if until > now:
+                    at = g.anti_thrashing
+                    raise _Reject("anti_thrashing", round((until - now) / NS, 6), at.cooldown_s,
+                                  f"knob {name}: thrashing cooldown, {(until - now) / NS:.3f} s left")
+            hist = history.get(name)
             if hist:
-                since = (now - hist[-1].t_ns) / NS
-                if since < rk.min_interval_s:
-                    raise _Reject("min_interval", round(since, 9), rk.min_interval_s,
-                                  f"knob {name}: {since:.4g} s since its last change, min_interval_s {rk.min_interval_s}")
-            if lg is None:
-                recent = 0
-            elif lg.ordered:   # times non-decreasing: a bisection counts what the scan would
-                recent = len(lg.times) - bisect_right(lg.times, now - NS)
+                lg = logs.get(name)
+                if lg is None or not lg.fresh(hist):
+                    lg = logs[name] = _KnobLog(hist)
+                times = lg.times
+                since = (now - times[-1]) / NS
+                if since < min_iv:
+                    raise _Reject("min_interval", round(since, 9), min_iv,
+                                  f"knob {name}: {since:.4g} s since its last change, min_interval_s {min_iv}")
+                if lg.ordered:   # times non-decreasing: a bisection counts what the scan would
+                    recent = len(times) - bisect_right(times, rate_cut)
+                else:
+                    recent = sum(1 for h in hist if h.t_ns > rate_cut)
             else:
-                recent = sum(1 for h in hist if h.t_ns > now - NS)
-            if recent + 1 > rk.rate_limit_hz:
-                raise _Reject("rate_limit", recent + 1, rk.rate_limit_hz,
-                              f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rk.rate_limit_hz}")
+                lg, recent = None, 0
+            if recent + 1 > rate:
+                raise _Reject("rate_limit", recent + 1, rate,
+                              f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rate}")
             direction, move = 0, 0.0
-            if p.kind == "rollout":
+            if rollout:
                 move = moves[0]
                 direction = 1 if move > 0 else -1
-                last_dir = lg.last_dir if lg is not None else 0   # the last non-zero direction, 0 if none
-                if last_dir != 0 and last_dir != direction:
-                    nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
-                    if abs(move) < at.hysteresis * nd:
-                        raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
-                                      f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
-                                      f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
-                    win = [h.direction for h in hist if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
-                    flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
-                    if flips + 1 > at.max_flips:
-                        thrash[name] = now + int(at.cooldown_s * NS)
-                        raise _Reject("anti_thrashing", flips + 1, at.max_flips,
-                                      f"knob {name}: {flips + 1} direction flips within {at.window_s} s "
-                                      f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
-            cost = max(map(abs, moves)) * share
-            limit = g.budget.max_change + 1e-12
+                self._check_reversal(now, i, name, move, direction, thrash)
+            cost = (moves[0] if moves[0] >= 0 else -moves[0]) if len(moves) == 1 else max(map(abs, moves))
+            cost *= share
             if lg is None:
                 spent = 0
             elif lg.ordered:
-                j = bisect_right(lg.times, budget_cut)
+                j = bisect_right(times, budget_cut)
                 approx, err = lg.spend_approx(j)
                 # The running sums settle the common case in O(1); near the limit (or to report a
                 # refusal) the spend is summed exactly as the scan did, so the decision and the
@@ -788,8 +830,29 @@ class Executor:
                 raise _Reject("budget", round(spent + cost, 9), g.budget.max_change,
                               f"knob {name}: cumulative change {spent + cost:.4g} (normalised x traffic share) within "
                               f"{g.budget.window_s} s would exceed budget {g.budget.max_change}")
-            touches.append(ev.KnobTouch(name, cost, direction, move))
+            touches.append(KT(name, cost, direction, move))
         return touches
+
+    def _check_reversal(self, now: int, i: int, name: str, move: float, direction: int, thrash: dict[str, int]) -> None:
+        """A rollout against the last promoted direction of knob `name`: refused inside the dead
+        band (hysteresis x max_delta), and counted as a flip of the baseline's direction."""
+        mv = self.state.moves.get(name)
+        last_dir = mv[-1].direction if mv else 0
+        if last_dir == 0 or last_dir == direction:
+            return
+        at, rk = self.g.anti_thrashing, self.rk[i]
+        nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
+        if abs(move) < at.hysteresis * nd:
+            raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
+                          f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
+                          f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
+        win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
+        flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
+        if flips + 1 > at.max_flips:
+            thrash[name] = now + int(at.cooldown_s * NS)
+            raise _Reject("anti_thrashing", flips + 1, at.max_flips,
+                          f"knob {name}: {flips + 1} promoted direction flips within {at.window_s} s "
+                          f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
 
     # ----------------------------------------------------------------- experiment phases
     def _begin_experiment(self, now: int) -> None:
@@ -1110,8 +1173,11 @@ class Executor:
         obj = next((m for m in lv.metrics if m.metric == "objective"), None) if lv else None
         self._evaluation(now, 0, "ok", obj.mean_diff if obj else None, None, e.cand_samples,
                          obj.n_blocks if obj else 0, obj.stderr if obj else None)
+        moves = {rk.name: (1 if new[i] > old[i] else -1) for i, rk in enumerate(self.rk)
+                 if rk is not None and new[i] != old[i]}
         self._emit(ev.Promotion, now, variant_id=c.id if c else vname, old_state="candidate", new_state="baseline",
-                   evidence_ref=ref, old_baseline=old, new_baseline=new, old_variant=oldv, new_variant=newv)
+                   evidence_ref=ref, old_baseline=old, new_baseline=new, old_variant=oldv, new_variant=newv,
+                   moves=moves, horizon_ns=self.horizon_ns)
         self.exp = None
         self._publish_baseline(now, "promotion")
 
