@@ -696,3 +696,38 @@ def test_executor_refuses_guardrails_that_contradict_the_declaration():
     g = load_guardrails(CFG.replace("  g: {}\n", "  g: {max: 20}\n"))
     with pytest.raises(ValueError, match="knobs.g.max: 20"):
         Executor(g, DECL)
+
+
+# ------------------------------------------------------------------------ SLA first (issue 6)
+
+def _quality_objective():
+    """Objective = quality (maximise), so meeting the latency SLO and a better objective differ."""
+    return load_guardrails(CFG.replace("objective: {terms: [{field: lat, stat: mean}]}",
+                                       "objective: {direction: maximize, terms: [{field: q, stat: mean}]}"))
+
+
+def test_feasible_candidate_beats_an_infeasible_baseline_despite_a_worse_objective():
+    # baseline p99 = 5000 > 4000 (breach), quality 0.9; candidate p99 = 3000 (meets), quality 0.8
+    r = Rig(_quality_objective())
+    r.truth = lambda sl, i, t: ({"lat": 1500.0, "q": 0.8} if sl.knobs[0] != 0.5 else {"lat": 2500.0, "q": 0.9})
+    assert r.propose("rollout", A(a=0.6)).accepted
+    r.until(S.IDLE)
+    assert not r.of(ev.Rollback), r.of(ev.Rollback)
+    pr = r.of(ev.Promotion)[-1]
+    assert pr.reason.startswith("feasibility_first") and r.x.state.baseline[0] == 0.6
+    judged = [v for v in r.of(ev.JudgeVerdict) if v.decision == "promote"]
+    assert [v.rule for v in judged] == ["feasibility_first"] * 2      # both judged canary steps
+    assert all(v.look == 1 and v.metrics[0].decision == "abort" for v in judged)   # first look; objective worse
+    f = judged[0].feasibility[0]
+    assert f.slo == "p99" and f.cand_feasible and f.base_infeasible and f.cand_ucb < 0 < f.base_lcb
+    passed = [t for t in r.of(ev.Transition) if t.trigger in ("step_passed", "last_step_passed")]
+    assert all("SLA first" in t.condition for t in passed)
+
+
+def test_objective_rule_unchanged_when_both_sides_are_feasible():
+    r = Rig(_quality_objective())
+    r.truth = lambda sl, i, t: ({"lat": 1500.0, "q": 0.8} if sl.knobs[0] != 0.5 else {"lat": 1600.0, "q": 0.9})
+    assert r.propose("rollout", A(a=0.6)).accepted
+    r.until(S.ABORTING)
+    assert r.of(ev.Rollback)[-1].rule == "judge:objective"
+    assert all(v.rule == "objective" for v in r.of(ev.JudgeVerdict))

@@ -110,6 +110,23 @@ class MetricVerdict(msgspec.Struct, frozen=True):
     enforce: bool = True
 
 
+class FeasibilityVerdict(msgspec.Struct, frozen=True):
+    """One enforcing SLO over the paired blocks of a look, each side against the limit.
+    `*_violation` are block means of (stat - limit) / |limit| (+ = breach, the SLO's own
+    orientation); the candidate is `cand_feasible` when its upper bound is below 0, the baseline
+    `base_infeasible` when its lower bound is above 0 (one-sided t at alpha_look each)."""
+    slo: str
+    n_blocks: int
+    limit: float
+    cand_violation: float
+    cand_ucb: float
+    base_violation: float
+    base_lcb: float
+    t_crit: float
+    cand_feasible: bool
+    base_infeasible: bool
+
+
 class JudgeVerdict(_Base, tag="judge_verdict"):
     phase: str
     step: int
@@ -121,6 +138,8 @@ class JudgeVerdict(_Base, tag="judge_verdict"):
     min_blocks: int
     look: int
     max_looks: int
+    rule: str = "objective"           # objective | feasibility_first | feasibility_pending (judge.py)
+    feasibility: tuple[FeasibilityVerdict, ...] = ()
 
 
 class Promotion(_Base, tag="promotion"):

@@ -32,7 +32,7 @@ from shm_layout.spec import MAX_SLOTS
 
 from . import events as ev
 from .config import ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, resolve_knob
-from .judge import BlockSeries, PairedBlockTest, worst_of
+from .judge import BlockSeries, PairedBlockTest, sla_first, worst_of
 from .model import Arm, Command, CycleInput, Evaluation, FieldStats, Proposal, SlotTelemetry, StepOutput, Verdict
 from .rollout import EXPERIMENT, State, next_state
 
@@ -358,6 +358,7 @@ class _Exp:
         self.gen = 0
         self.seg = 0                     # switchback / global-probe segment index
         self.seg_order: list[int] = []   # global probe: arm index per segment
+        self.rules: list[str] = []       # the judge rule that passed each judged step
         self.reset_phase()
         self.base_margin: dict[str, float] = {}
 
@@ -373,6 +374,7 @@ class _Exp:
         self.looks = 0
         self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
         self.base_series = BlockSeries()
+        self.fpairs: dict[str, tuple[list[float], list[float]]] = {}   # enforcing SLOs, paired blocks
         self.pending: Optional[dict[str, Optional[float]]] = None   # first half of a switchback pair
         self.pending_n = 0
         self.last_verdict: Optional[ev.JudgeVerdict] = None
@@ -438,6 +440,9 @@ class Executor:
                               s.min_samples, s.enforce) for s in g.slos]
         self.metrics = [("objective", g.objective.direction == "minimize", True)] + [
             (s.name, s.max is not None, s.enforce) for s in g.slos if s.compare]
+        # Enforcing SLOs, for the lexicographic feasibility rule (judge.py: SLA first).
+        self._feas_slos = tuple((s.name, s.max is not None, s.max if s.max is not None else s.min)
+                                for s in g.slos if s.enforce)
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
@@ -1089,7 +1094,7 @@ class Executor:
         else:
             out["objective"] = total
         for sl in g.slos:
-            if sl.compare:
+            if sl.compare or sl.enforce:   # compared by the judge, or tested for feasibility
                 fs = s.fields.get(sl.field)
                 if fs is not None and fs.count > 0:
                     out[sl.name] = _stat(fs, sl.stat, s.window_ns)
@@ -1177,9 +1182,17 @@ class Executor:
                  if rk is not None and new[i] != old[i]}
         self._emit(ev.Promotion, now, variant_id=c.id if c else vname, old_state="candidate", new_state="baseline",
                    evidence_ref=ref, old_baseline=old, new_baseline=new, old_variant=oldv, new_variant=newv,
-                   moves=moves, horizon_ns=self.horizon_ns)
+                   moves=moves, horizon_ns=self.horizon_ns, reason=self._promotion_reason(e))
         self.exp = None
         self._publish_baseline(now, "promotion")
+
+    @staticmethod
+    def _promotion_reason(e: _Exp) -> str:
+        if "feasibility_first" in e.rules:
+            return ("feasibility_first: the baseline breached an enforcing SLO the candidate met over the same "
+                    f"paired blocks ({e.rules.count('feasibility_first')} of {len(e.rules)} judged steps passed on "
+                    "feasibility; see the judge_verdict events)")
+        return "objective: not worse than the baseline by more than effect_margin on every enforcing metric"
 
     # ----------------------------------------------------------------- canary (split judging)
     def _look_alpha(self, blocks_available: int, steps: int) -> tuple[int, float]:
@@ -1245,6 +1258,12 @@ class Executor:
             c, b = e.pairs.setdefault(m, ([], []))
             c.append(cm[m])
             b.append(bm[m])
+        for m, _up, _lim in self._feas_slos:
+            c, b = cm.get(m), bm.get(m)
+            if c is not None and b is not None:
+                fc, fb = e.fpairs.setdefault(m, ([], []))
+                fc.append(c)
+                fb.append(b)
         self._maybe_look(now)
 
     def _maybe_look(self, now: int) -> None:
@@ -1261,28 +1280,50 @@ class Executor:
         verdicts = tuple(self.test.decide(m, e.pairs[m][0], e.pairs[m][1], worse_if_higher=hi, alpha_look=alpha,
                                           enforce=enf) for m, hi, enf in self.metrics)
         decision = worst_of(verdicts)
+        feas = tuple(self.test.feasibility(m, *e.fpairs.get(m, ((), ())), limit=lim, upper=up, alpha_look=alpha)
+                     for m, up, lim in self._feas_slos)
+        rule = "objective"
+        lex = sla_first(feas)
+        if lex == "feasibility_first":
+            decision, rule = "promote", lex
+        elif lex == "feasibility_pending" and decision == "abort" and all(
+                v.decision != "abort" for v in verdicts if v.enforce and v.metric != "objective"):
+            decision, rule = "hold", lex
         phase = "switchback" if self.mstate is S.SWITCHBACK else f"canary{e.step}"
         e.last_verdict = self._emit(ev.JudgeVerdict, now, phase=phase, step=e.step, weight=e.weight, decision=decision,
                                     metrics=verdicts, n_samples=e.cand_samples, min_samples=r.min_samples,
-                                    min_blocks=r.min_blocks, look=e.looks, max_looks=max_looks)
+                                    min_blocks=r.min_blocks, look=e.looks, max_looks=max_looks, rule=rule,
+                                    feasibility=tuple(f for f in feas if f is not None))
         worst = next((v for v in verdicts if v.enforce and v.decision == decision), verdicts[0])
+        if rule == "feasibility_first":
+            e.rules.append(rule)
+            f = next(f for f in feas if f.base_infeasible)
+            cond = (f"SLA first: baseline breaches SLO {f.slo} (violation lower bound {f.base_lcb:.4g} > 0) and the "
+                    f"candidate meets every enforcing SLO (upper bounds < 0); the objective is not required")
+            self._pass_judged_step(now, f.cand_ucb, cond, 0.0)
+            return
         if decision == "abort":
             self._stop(now, "judge_abort", f"judge: {worst.metric} worse than baseline, lower bound {worst.lcb:.4g} "
                        f"> abort_margin {r.abort_margin} at alpha {alpha:.3g}", f"judge:{worst.metric}",
                        worst.lcb, r.abort_margin, regression=True, quarantine=True, status="regression")
         elif decision == "promote":
+            e.rules.append("objective")
             cond = f"upper bound {worst.ucb:.4g} < effect_margin {r.effect_margin} on every enforcing metric"
-            if self.mstate is S.SWITCHBACK:
-                self._fire(now, "switchback_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
-                self._enter_phase(now)
-                return
-            nxt = e.step + 1
-            if r.canary_steps[nxt] >= 1.0:
-                self._fire(now, "last_step_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
-            else:
-                self._fire(now, "step_passed", measured=worst.ucb, condition=cond, threshold=r.effect_margin)
-            e.step = nxt
+            self._pass_judged_step(now, worst.ucb, cond, r.effect_margin)
+
+    def _pass_judged_step(self, now: int, measured, cond: str, threshold) -> None:
+        e, r = self.exp, self.g.rollout
+        if self.mstate is S.SWITCHBACK:
+            self._fire(now, "switchback_passed", measured=measured, condition=cond, threshold=threshold)
             self._enter_phase(now)
+            return
+        nxt = e.step + 1
+        if r.canary_steps[nxt] >= 1.0:
+            self._fire(now, "last_step_passed", measured=measured, condition=cond, threshold=threshold)
+        else:
+            self._fire(now, "step_passed", measured=measured, condition=cond, threshold=threshold)
+        e.step = nxt
+        self._enter_phase(now)
 
     # ----------------------------------------------------------------- switchback
     def _on_switchback(self, now: int, usable, roles, acked: bool) -> None:

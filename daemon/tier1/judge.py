@@ -20,13 +20,24 @@ judged canary steps, the looks per step and the enforcing metrics, so the chance
 abort (or a false promotion) over a whole rollout stays below 1 - confidence.
 Worst-of over enforcing metrics: abort > hold > promote; dry-run metrics are reported and
 never decide (so they can never mask an enforcing verdict).
+
+SLA first (lexicographic: feasibility, then the objective). Over the same paired blocks each
+enforcing SLO's block statistic is also tested against its limit on each side
+(`PairedBlockTest.feasibility`). When the baseline confidently breaches an SLO (lower bound of
+its violation > 0) and the candidate confidently meets every enforcing SLO (upper bounds < 0),
+the step passes on feasibility alone, whatever the objective says (rule `feasibility_first`):
+a worse objective inside the SLOs beats a better one outside them. While the baseline's mean
+breaches an SLO that the candidate's mean meets (every enforcing SLO) but the bounds are not
+yet conclusive, an abort from the objective test alone becomes a hold (`feasibility_pending`).
+The reverse (a candidate breaching what the baseline meets) is the absolute guardrail's job
+and rolls back at once.
 """
 from __future__ import annotations
 
 import math
 from typing import Optional, Sequence
 
-from .events import MetricVerdict
+from .events import FeasibilityVerdict, MetricVerdict
 
 _ORDER = {"promote": 0, "hold": 1, "abort": 2}
 
@@ -152,6 +163,49 @@ class PairedBlockTest:
             decision = "hold"
         return MetricVerdict(metric, decision, n, mean_rel, se_rel, r1, tc, lcb, ucb,
                              self.effect_margin, self.abort_margin, alpha_look, enforce)
+
+
+    def feasibility(self, slo: str, cand: Sequence[float], base: Sequence[float], *, limit: float, upper: bool,
+                    alpha_look: float) -> Optional[FeasibilityVerdict]:
+        """Each side's block means of `slo` against its limit (None below min_blocks).
+        Violation = (stat - limit) / |limit| for a maximum, (limit - stat) / |limit| for a
+        minimum; one-sided bounds, with the lag-1 widening of `decide` from 8 blocks on (a lag-1
+        estimate from fewer blocks is mostly noise and would block the first look; blocks are
+        sized to outlast the correlation time)."""
+        n = len(cand)
+        if n < self.min_blocks or len(base) != n:
+            return None
+        scale = abs(limit) if limit != 0 else 1.0
+        sign = 1.0 if upper else -1.0
+        tc = 0.0
+        out = []
+        for xs in (cand, base):
+            v = [sign * (x - limit) / scale for x in xs]
+            m = sum(v) / n
+            var = sum((x - m) ** 2 for x in v) / (n - 1)
+            r1 = 0.0
+            if n >= 8 and var > 0:
+                r1 = sum((v[i] - m) * (v[i + 1] - m) for i in range(n - 1)) / ((n - 1) * var)
+            r = min(max(r1, 0.0), 0.9)
+            n_eff = n * (1.0 - r) / (1.0 + r)
+            t = self._t(1.0 - alpha_look, max(n_eff - 1.0, 1.0))
+            tc = max(tc, t)
+            out.append((m, t * math.sqrt(var / n_eff)))
+        (mc, hc), (mb, hb) = out
+        return FeasibilityVerdict(slo, n, limit, mc, mc + hc, mb, mb - hb, tc, mc + hc < 0.0, mb - hb > 0.0)
+
+
+def sla_first(feas: Sequence[Optional[FeasibilityVerdict]]) -> str:
+    """The lexicographic rule over every enforcing SLO's feasibility verdict (None: too few
+    blocks): "feasibility_first" (promote on feasibility), "feasibility_pending" (no abort on
+    the objective alone), or "" (the ordinary judge decides)."""
+    if not feas or any(f is None for f in feas):
+        return ""
+    if all(f.cand_feasible for f in feas) and any(f.base_infeasible for f in feas):
+        return "feasibility_first"
+    if all(f.cand_violation <= 0.0 for f in feas) and any(f.base_violation > 0.0 for f in feas):
+        return "feasibility_pending"
+    return ""
 
 
 def worst_of(verdicts: Sequence[MetricVerdict]) -> str:
