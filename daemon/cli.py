@@ -276,19 +276,38 @@ def catalog_list(config: Path = typer.Option(Path("guardrails.yaml"), "--config"
 
 
 @app.command()
-def demo(which: str = typer.Argument("all", help="universe | serve | all"),
+def demo(which: str = typer.Argument("all", help="universe | serve | all | discover"),
+         target: Optional[str] = typer.Argument(None, help="discover only: universe | serve (default universe)"),
          duration: Optional[float] = typer.Option(None, help="seconds per arm (default: the scenario's)"),
-         seed: int = typer.Option(1),
+         seed: Optional[int] = typer.Option(None, help="scenario seed (default 1; discover: training seed, default 2)"),
          out: Path = typer.Option(Path("demo-out"), help="report folder"),
          live: bool = typer.Option(True, "--live/--no-live", help="live terminal view"),
          as_json: bool = typer.Option(False, "--json", help="print the JSON summary on stdout at the end")):
     """Run the demo: real data planes tuned by arqond vs a static baseline and an unguarded optimizer;
-    ends with an HTML report (plots) and a JSON summary."""
-    if which not in ("universe", "serve", "all"):
-        typer.echo(f"demo: unknown demo {which!r}; expected universe, serve or all", err=True)
+    ends with an HTML report (plots) and a JSON summary.
+
+    `arqond demo discover universe --seed 2` (or serve): offline discovery. Sweeps every scenario
+    phase on a training seed and prints catalog entries (knobs bundle, context, state Evaluated)
+    to approve by pasting them into the profile's catalog."""
+    if which == "discover":
+        kind = target or "universe"
+        if kind not in ("universe", "serve"):
+            typer.echo(f"demo discover: unknown app {kind!r}; expected universe or serve", err=True)
+            raise typer.Exit(2)
+        from daemon.demo.discover import DEFAULT_SEED, discover, to_yaml
+        res = discover(kind, seed=DEFAULT_SEED if seed is None else seed)
+        if as_json:
+            _print_json(res)
+        else:
+            typer.echo(to_yaml(res), nl=False)
+        return
+    if which not in ("universe", "serve", "all") or target is not None:
+        typer.echo(f"demo: unknown demo {' '.join(filter(None, (which, target)))!r}; expected universe, serve, all "
+                   "or discover [universe|serve]", err=True)
         raise typer.Exit(2)
     from daemon.demo.run import run_demo
-    summary = run_demo(which, duration=duration, seed=seed, out_dir=out, live=live and not as_json)
+    summary = run_demo(which, duration=duration, seed=1 if seed is None else seed, out_dir=out,
+                       live=live and not as_json)
     if as_json:
         _print_json(summary)
 

@@ -40,7 +40,7 @@ from daemon.tier1.ledger import read_events
 from . import report
 from .apps import ROOT, AppProcess, start_app, unique_name
 from .live import LiveView
-from .sweep import serve_objective, universe_objective
+from .sweep import serve_capacity, serve_objective, universe_objective
 
 PROFILES = {"universe": ROOT / "guardrails.yaml", "serve": ROOT / "profiles" / "serve.yaml"}
 BEST_STATIC = Path(__file__).with_name("best_static.json")
@@ -311,15 +311,10 @@ def bad_candidate(kind: str, g: Guardrails, status: Optional[dict]) -> tuple[dic
 
 # ---- running one app ---------------------------------------------------------------------------
 
-def _serve_capacity(seed: int) -> float:
-    """One fp32 capacity for every serve arm, so all of them see the same offered load."""
-    app = start_app("serve", unique_name("demo-cap"), "demo", seed, fixed={"variant": "early_exit_1"},
-                    extra=["--phase", "0", "--duration", "0.2"])
-    try:
-        ph = app.result(timeout=60)["phases"][0]
-    finally:
-        app.close()
-    return float(ph["conditions"]["rate_rps"] / ph["conditions"]["load"])
+def _serve_capacities(seed: int) -> dict[str, float]:
+    """Saturated throughput (requests/s) of fp32, int8 and early_exit_1, measured now on this
+    machine. fp32's is the unit of every serve phase's offered load, the same for all arms."""
+    return {v: round(serve_capacity(seed, v), 1) for v in ("fp32", "int8", "early_exit_1")}
 
 
 def _run_arms(arms: list[Arm], view: LiveView, kind: str) -> dict[str, dict]:
@@ -362,13 +357,16 @@ def run_app(kind: str, seconds: float, seed: int, work: Path, view: LiveView) ->
     if kind == "universe":
         arms = [Arm(kind, arm, seed, seconds, work, None) for arm in ARMS]
         return _run_arms(arms, view, kind)
-    cap = _serve_capacity(seed)
+    caps = _serve_capacities(seed)
+    cap = caps["fp32"]
+    view.event(kind, "capacity (saturated, req/s): " + ", ".join(f"{k} {v:.0f}" for k, v in caps.items()))
     out = {}
     for arm in ("arqond", "unguarded", "static"):
         view.event(kind, f"serve arm {arm} (arms run one at a time: each load is sized to a core)")
         out.update(_run_arms([Arm(kind, arm, seed, seconds, work, cap)], view, kind))
     for v in out.values():
         v["capacity_rps"] = cap
+        v["capacities_rps"] = caps
     return out
 
 
@@ -560,6 +558,7 @@ def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float) -> dic
         "injected_rolled_back": bool(out["injected"].get("rolled_back")),
     }
     if kind == "serve":
+        out["capacities_rps"] = arms["arqond"].get("capacities_rps")
         ref = best.get("overall") or {}
         ref_q = ref.get("quality")
         out["best_fixed"] = ref

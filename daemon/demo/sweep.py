@@ -169,6 +169,34 @@ def _run_point(kind: str, scenario: str, seed: int, phase: int, setting: Mapping
         app.close()
 
 
+def approved_variants() -> tuple[str, ...]:
+    """The serve variants arqond may select (Approved/Promoted in profiles/serve.yaml), in
+    SERVE_GRID order: the best fixed variant is one arqond could have held."""
+    from daemon.tier1.config import ELIGIBLE_STATES, load_guardrails
+    from .apps import ROOT
+    g = load_guardrails(ROOT / "profiles" / "serve.yaml")
+    ok = {c.variant for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.variant}
+    return tuple(v for v in SERVE_GRID["variant"] if v in ok)
+
+
+def serve_capacity(seed: int = 1, variant: str = "fp32", seconds: float = 0.6, offered_rps: float = 30000.0) -> float:
+    """Requests/s the serve process completes when saturated with `variant` (generator, one
+    worker and telemetry included), measured now on this machine: offered `offered_rps` (far
+    above any variant's throughput but early_exit_1's) for `seconds`, completions over the run
+    time (the queue left at the end drains at the same rate). The demo's phase loads are
+    multiples of the fp32 figure, so "high" overloads fp32 on whatever machine runs it."""
+    # phase 0 ("low") holds load 0.3 without bursts: --capacity C offers 0.3 C
+    app = start_app("serve", unique_name("capacity"), "demo", seed, fixed={"variant": variant},
+                    extra=["--phase", "0", "--duration", repr(float(seconds)), "--capacity", repr(offered_rps / 0.3)])
+    try:
+        res = app.result(timeout=60)
+    finally:
+        app.close()
+    ph = res["phases"][0]
+    done = ph["baseline"]["count"] - ph["dropped"]
+    return float(done / max(res["ran_s"], 1e-3))
+
+
 def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[str, Sequence] | None = None,
                 seconds_per_point: float | None = None, *, phases: Sequence[int] | None = None,
                 jobs: int | None = None, overall: bool = True, n_random: int | None = None,
@@ -201,9 +229,9 @@ def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[
     phase_ids = list(phases) if phases is not None else list(range(len(PHASES[kind])))
     extra: list[str] = []
     if kind == "serve":
-        # One capacity for every point, so all of them see the same offered load.
-        probe = _run_point(kind, scenario, seed, phase_ids[0], {"variant": "early_exit_1"}, 0.3, ())
-        extra = ["--capacity", repr(float(probe["conditions"]["rate_rps"] / probe["conditions"]["load"]))]
+        # One capacity for every point (fp32's saturated throughput, measured now), so all of
+        # them see the same offered load.
+        extra = ["--capacity", repr(serve_capacity(seed))]
     start = {k.name: (int(k.initial) if k.integer else k.initial) for k in knobs.values()}
     refine = None
     if kind == "universe" and refine_steps:
@@ -282,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.monotonic()
         # serve: what the serve profile lets arqond choose (the variant; one worker, no batching),
         # so "the best fixed variant" is a setting arqond could have held
-        grid = None if kind == "universe" else {"variant": SERVE_GRID["variant"]}
+        grid = None if kind == "universe" else {"variant": approved_variants()}
         res = best_static(kind, "demo", a.seed, grid=grid,
                           refine_steps=UNIVERSE_REFINE if kind == "universe" else None)
         res["sweep_wall_s"] = round(time.monotonic() - t, 1)
