@@ -731,3 +731,29 @@ def test_objective_rule_unchanged_when_both_sides_are_feasible():
     r.until(S.ABORTING)
     assert r.of(ev.Rollback)[-1].rule == "judge:objective"
     assert all(v.rule == "objective" for v in r.of(ev.JudgeVerdict))
+
+
+def test_one_breaching_arm_does_not_abort_a_multi_arm_probe():
+    r = Rig()
+    r.truth = lambda sl, i, t: {"lat": 2500.0 if sl.knobs[1] > 0.55 else 1000.0, "q": 0.9}   # b=0.6 breaks p99
+    v = r.propose("probe", A(b=0.6), A(b=0.45), A(b=0.4))
+    assert v.accepted
+    evals, snaps = [], []
+    while r.x.mstate is S.PROBING:
+        out = r.step()
+        evals += out.evaluations
+        if out.snapshot is not None:
+            snaps.append(out.snapshot)
+    assert r.baseline_only() and r.x.mstate is S.IDLE
+    assert [(e.arm, e.status) for e in evals] == [(0, "slo_breach"), (1, "ok"), (2, "ok")]
+    dropped = snaps[0]   # arm 0's share went back to slot 0, the others kept theirs
+    assert [s.weight for s in dropped.slots] == pytest.approx([0.8, 0.0, 0.1, 0.1])
+    assert dropped.slots[0].knobs == r.x.state.baseline
+    assert evals[1].n_records >= 20 and evals[2].objective == pytest.approx(1000.0, rel=0.05)
+    q = r.of(ev.Quarantine)
+    assert len(q) == 1 and q[0].center[1] == pytest.approx(0.6)
+    assert [t.trigger for t in r.of(ev.Transition)] == ["accept_probe", "probe_done"]
+    # the probe window was not restarted by the republish
+    t0 = [e.t_ns for e in r.log if isinstance(e, ev.Transition) and e.trigger == "accept_probe"][0]
+    t1 = [e.t_ns for e in r.log if isinstance(e, ev.Transition) and e.trigger == "probe_done"][0]
+    assert (t1 - t0) / 1e9 < 0.2 + 0.1

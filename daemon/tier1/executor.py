@@ -359,6 +359,8 @@ class _Exp:
         self.seg = 0                     # switchback / global-probe segment index
         self.seg_order: list[int] = []   # global probe: arm index per segment
         self.rules: list[str] = []       # the judge rule that passed each judged step
+        self.failed: set[int] = set()    # probe arms stopped by an SLO breach (the others run on)
+        self.window_ack_ns: Optional[int] = None   # probe: the ack that started the window
         self.reset_phase()
         self.base_margin: dict[str, float] = {}
 
@@ -890,8 +892,14 @@ class Executor:
         base = self.state.baseline
         if self.mstate is S.PROBING and not e.is_global:
             w = r.probe_weight
-            slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
-            self._publish(now, slots, base, e.salt, "probe")
+            if not e.failed:
+                slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
+                self._publish(now, slots, base, e.salt, "probe")
+            else:   # slots keep their arm; a stopped arm's share goes back to slot 0
+                live = len(e.arms) - len(e.failed)
+                slots = [self._base_slot(1.0 - w * live)] + [SlotSpec(0.0 if i in e.failed else w, v, a)
+                                                            for i, (a, v) in enumerate(zip(e.arms, e.variants))]
+                self._publish(now, slots, base, e.salt, f"probe without arms {sorted(e.failed)}")
         elif self.mstate is S.PROBING:
             a = e.seg_order[e.seg]
             self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a], e.salt,
@@ -998,7 +1006,7 @@ class Executor:
         e = self.exp
         for s in usable:
             role = roles.get(s.slot)
-            if role is None:
+            if role is None or (role[0] == "cand" and role[1] in e.failed):
                 continue
             kind, arm = role
             var = e.variants[arm] if kind == "cand" else self.state.baseline_variant
@@ -1035,11 +1043,35 @@ class Executor:
                 if outcome == "breach":
                     op = "<=" if c.upper else ">="
                     why = "margin below -0.5" if margin < -0.5 else "candidate breaks an SLO the baseline does not beat"
+                    reason = f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})"
+                    if self._drop_probe_arm(now, arm, reason, f"slo:{c.name}", value, c.limit):
+                        break   # the other arms run on
                     self._stop(now, "slo_breach", f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})",
                                f"slo:{c.name}", value, c.limit, regression=True, quarantine=True, status="slo_breach",
                                failed_arm=arm)
                     return True
         return False
+
+    def _drop_probe_arm(self, now: int, arm: int, reason: str, rule: str, measured, threshold) -> bool:
+        """A split probe with other healthy arms: stop only the breaching arm (its traffic returns
+        to the baseline, slot 0; it is quarantined and reported `slo_breach`) and let the others
+        run to the end of the window. False when the whole experiment must stop instead (global
+        probe, last healthy arm, or the regression that enters safe mode)."""
+        e, r = self.exp, self.g.rollout
+        if (self.mstate is not S.PROBING or e.is_global or len(e.arms) - len(e.failed) <= 1
+                or self.state.consecutive_regressions + 1 >= r.max_consecutive_regressions):
+            return False
+        e.failed.add(arm)
+        self._evaluation(now, arm, "slo_breach", e.arm_series[arm].mean(), e.base_series.mean(),
+                         e.arm_series[arm].n, 0, None)
+        vo = e.variants[arm] != self.state.baseline_variant and e.arms[arm] == self.state.baseline
+        self._emit(ev.Quarantine, now, center=self._norm(e.arms[arm]), variant=e.variants[arm], variant_only=vo,
+                   radius=r.quarantine_radius, until_ns=now + int(r.quarantine_s * NS), reason=reason)
+        self._emit(ev.Rollback, now, rollback_reason=f"probe arm {arm}: {reason}; other arms continue", rule=rule,
+                   measured=measured, threshold=threshold, reverted_to_version=self.state.generation + 1,
+                   cooldown_until_ns=now + int(r.cooldown_after_rollback_s * NS), counts_as_regression=True)
+        self._enter_phase(now, new_segment=True)   # same window; the arm's weight back to slot 0
+        return True
 
     # ----------------------------------------------------------------- stop / rollback
     def _stop(self, now: int, trigger: str, reason: str, rule: str, measured, threshold, *, regression: bool,
@@ -1051,10 +1083,12 @@ class Executor:
         trig = "regressions_limit" if limit_hit and trigger not in ("kill", "enter_safe_mode") else trigger
         self._fire(now, trig, measured=measured, condition=reason, threshold=threshold)
         for i in range(len(e.arms)):
+            if i in e.failed:
+                continue   # already reported when it was stopped
             st_i = status if (failed_arm is None or i == failed_arm or status == "aborted") else "aborted"
             self._evaluation(now, i, st_i)
         if quarantine:
-            arms = range(len(e.arms)) if failed_arm is None else (failed_arm,)
+            arms = [i for i in range(len(e.arms)) if i not in e.failed] if failed_arm is None else (failed_arm,)
             for i in arms:
                 vo = e.variants[i] != self.state.baseline_variant and e.arms[i] == self.state.baseline
                 self._emit(ev.Quarantine, now, center=self._norm(e.arms[i]), variant=e.variants[i], variant_only=vo,
@@ -1105,19 +1139,24 @@ class Executor:
         e, r = self.exp, self.g.rollout
         for s in usable:
             role = roles.get(s.slot)
+            if role is None or (role[0] == "cand" and role[1] in e.failed):
+                continue
             v = self._metric_values(s).get("objective")
-            if role is None or v is None:
+            if v is None:
                 continue
             (e.base_series if role[0] == "base" else e.arm_series[role[1]]).add(v, s.n_records)
-        if not acked:
+        if acked and (e.window_ack_ns is None or e.is_global):
+            e.window_ack_ns = self._acked_ns   # a stopped arm's republish does not restart the window
+        if not acked and e.window_ack_ns is None:
             if now - e.phase_start >= self.deadline_ns:
                 self._end_probe(now, "no ack from the data plane within step_deadline_s")
             return
         seg_ns = int(r.probe_window_s * NS / 2) if e.is_global else int(r.probe_window_s * NS)
-        if now - (self._acked_ns + self.settle_ns) < seg_ns:
+        if now - (e.window_ack_ns + self.settle_ns) < seg_ns:
             return
         if e.is_global and e.seg + 1 < len(e.seg_order):
             e.seg += 1
+            e.window_ack_ns = None
             self._enter_phase(now, new_segment=True)   # arms accumulate over segments
             return
         self._end_probe(now, "probe window complete")
@@ -1126,6 +1165,8 @@ class Executor:
         e, r = self.exp, self.g.rollout
         bo = e.base_series.mean()
         for i, s in enumerate(e.arm_series):
+            if i in e.failed:
+                continue   # reported when it was stopped
             ok = s.n >= r.probe_min_samples
             self._evaluation(now, i, "ok" if ok else "insufficient_data", s.mean(), bo, s.n, 0, None)
         self._fire(now, "probe_done", measured=min(s.n for s in e.arm_series), condition=why,
