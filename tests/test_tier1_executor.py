@@ -372,6 +372,8 @@ def test_catalog_constraint_applies_to_its_variant():
     assert r.propose("rollout", Arm(variant="fast")).accepted
     r.until(S.ABORTING, limit_s=1)
     assert r.of(ev.Rollback)[-1].rule == "slo:catalog:v-fast:max_p99"
+    chk = [c for c in r.of(ev.SloCheck) if c.slo == "catalog:v-fast:max_p99"]
+    assert chk and all(c.n >= 100 for c in chk)   # catalog.p99_min_samples, not probe_min_samples (20)
     r.wait(1.1)
     v = r.propose("rollout", Arm(variant="fast"))
     assert not v.accepted and v.rule == "quarantine" and v.value == "fast"

@@ -142,8 +142,12 @@ class CatalogEntry(msgspec.Struct, **_S):
 
 
 class Catalog(msgspec.Struct, **_S):
+    """`p99_min_samples`: records a window needs before an entry's `max_p99` is checked. A
+    p99 over n records is the maximum below n = 100; from 100 on it is an order statistic
+    that leaves the worst 1 % out (the other constraints use rollout.probe_min_samples)."""
     fields: CatalogFields = CatalogFields()
     variants: tuple[CatalogEntry, ...] = ()
+    p99_min_samples: int = 100
 
 
 class Lease(msgspec.Struct, **_S):
@@ -535,6 +539,9 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(rp + ("probe_min_samples",), r.probe_min_samples, "a whole number >= 1")
     if r.max_consecutive_regressions < 1:
         e(rp + ("max_consecutive_regressions",), r.max_consecutive_regressions, "a whole number >= 1")
+    if g.catalog.p99_min_samples < 100:
+        e(("catalog", "p99_min_samples"), g.catalog.p99_min_samples,
+          "a whole number >= 100 (over fewer records a p99 is the maximum, not a 99th percentile)")
     ids: set[str] = set()
     for i, c in enumerate(g.catalog.variants):
         p = ("catalog", "variants", i)

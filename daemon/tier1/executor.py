@@ -461,8 +461,9 @@ class Executor:
             return []
         f, out = self.g.catalog.fields, []
         n = self.g.rollout.probe_min_samples
-        if c.max_p99 is not None:
-            out.append(_Check(f"catalog:{c.id}:max_p99", f.latency, "p99", True, c.max_p99, n, True))
+        if c.max_p99 is not None:   # a p99 needs its own floor (config.Catalog.p99_min_samples)
+            n99 = max(n, self.g.catalog.p99_min_samples)
+            out.append(_Check(f"catalog:{c.id}:max_p99", f.latency, "p99", True, c.max_p99, n99, True))
         if c.min_quality is not None:
             out.append(_Check(f"catalog:{c.id}:min_quality", f.quality, "mean", False, c.min_quality, n, True))
         if c.max_cost is not None:
