@@ -759,3 +759,20 @@ def test_one_breaching_arm_does_not_abort_a_multi_arm_probe():
     t0 = [e.t_ns for e in r.log if isinstance(e, ev.Transition) and e.trigger == "accept_probe"][0]
     t1 = [e.t_ns for e in r.log if isinstance(e, ev.Transition) and e.trigger == "probe_done"][0]
     assert (t1 - t0) / 1e9 < 0.2 + 0.1
+
+
+def test_probe_evaluations_carry_the_paired_stderr():
+    r = Rig(load_guardrails(CFG.replace("probe_window_s: 0.2", "probe_window_s: 0.6")))
+    r.truth = lambda sl, i, t: {"lat": 1000.0 + 1000.0 * (sl.knobs[1] - 0.5), "q": 0.9}
+    assert r.propose("probe", A(b=0.6), A(b=0.4)).accepted
+    evals = []
+    while r.x.mstate is S.PROBING:
+        evals += r.step().evaluations
+    assert [e.status for e in evals] == ["ok", "ok"]
+    for e, want in zip(evals, (100.0, -100.0)):
+        assert e.n_blocks >= 2 and e.stderr is not None and e.stderr > 0 and e.baseline_objective is not None
+        # the paired difference's error is small next to the true difference (the noise is shared)
+        assert abs((e.objective - e.baseline_objective) - want) < 5 * e.stderr + 20
+        assert e.stderr < 50
+    ee = r.of(ev.EvaluationEvent)
+    assert [x.stderr for x in ee] == [x.stderr for x in evals] and [x.n_blocks for x in ee] == [x.n_blocks for x in evals]

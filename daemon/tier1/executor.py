@@ -375,6 +375,9 @@ class _Exp:
         self.cand_samples = 0
         self.looks = 0
         self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
+        self.blk_base = BlockSeries()                                 # probe: the open block, slot 0
+        self.blk_arms: list[BlockSeries] = [BlockSeries() for _ in self.arms]
+        self.blk_diffs: list[list[float]] = [[] for _ in self.arms]   # probe: closed blocks, arm - slot 0
         self.base_series = BlockSeries()
         self.fpairs: dict[str, tuple[list[float], list[float]]] = {}   # enforcing SLOs, paired blocks
         self.pending: Optional[dict[str, Optional[float]]] = None   # first half of a switchback pair
@@ -1138,6 +1141,14 @@ class Executor:
     # ----------------------------------------------------------------- probes
     def _on_probe(self, now: int, usable, roles, acked: bool) -> None:
         e, r = self.exp, self.g.rollout
+        paired = not e.is_global   # a split probe: each arm beside slot 0 in the same cycles
+        if paired and e.window_ack_ns is not None:
+            start = e.window_ack_ns + self.settle_ns
+            if now >= start:
+                b = (now - start) // self.block_ns
+                while e.cur_block < b:
+                    self._close_probe_block()
+                    e.cur_block += 1
         for s in usable:
             role = roles.get(s.slot)
             if role is None or (role[0] == "cand" and role[1] in e.failed):
@@ -1146,6 +1157,8 @@ class Executor:
             if v is None:
                 continue
             (e.base_series if role[0] == "base" else e.arm_series[role[1]]).add(v, s.n_records)
+            if paired:
+                (e.blk_base if role[0] == "base" else e.blk_arms[role[1]]).add(v, s.n_records)
         if acked and (e.window_ack_ns is None or e.is_global):
             e.window_ack_ns = self._acked_ns   # a stopped arm's republish does not restart the window
         if not acked and e.window_ack_ns is None:
@@ -1162,6 +1175,18 @@ class Executor:
             return
         self._end_probe(now, "probe window complete")
 
+    def _close_probe_block(self) -> None:
+        """One probe block: each arm's mean minus slot 0's over the same cycles (objective units)."""
+        e = self.exp
+        bm = e.blk_base.mean()
+        if bm is not None:
+            for i, s in enumerate(e.blk_arms):
+                am = s.mean()
+                if am is not None and i not in e.failed:
+                    e.blk_diffs[i].append(am - bm)
+        e.blk_base = BlockSeries()
+        e.blk_arms = [BlockSeries() for _ in e.arms]
+
     def _end_probe(self, now: int, why: str) -> None:
         e, r = self.exp, self.g.rollout
         bo = e.base_series.mean()
@@ -1169,7 +1194,12 @@ class Executor:
             if i in e.failed:
                 continue   # reported when it was stopped
             ok = s.n >= r.probe_min_samples
-            self._evaluation(now, i, "ok" if ok else "insufficient_data", s.mean(), bo, s.n, 0, None)
+            d = e.blk_diffs[i]
+            nb, se = len(d), None
+            if nb >= 2:   # standard error of the mean paired difference (arm - baseline), objective units
+                md = sum(d) / nb
+                se = math.sqrt(sum((x - md) ** 2 for x in d) / (nb - 1) / nb)
+            self._evaluation(now, i, "ok" if ok else "insufficient_data", s.mean(), bo, s.n, nb, se)
         self._fire(now, "probe_done", measured=min(s.n for s in e.arm_series), condition=why,
                    threshold=r.probe_min_samples)
         self.exp = None
