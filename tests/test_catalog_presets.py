@@ -91,3 +91,36 @@ def test_catalog_list_shows_presets_and_their_conditions(tmp_path):
     line = next(x for x in r.output.splitlines() if x.startswith("far"))
     assert "variant=-" in line and "eligible" in line and "knobs: a=0.9 b=0.1 n=7" in line and "context: load=3" in line
     assert "draft" in r.output and "Draft" in r.output
+
+
+def _preset_run(cls=Executor):
+    """A preset rollout through the canary to promotion, then a plain probe around the new baseline."""
+    from daemon.tier1 import events as ev
+    from daemon.tier1.sim import TelemetrySim
+    x = cls(load_guardrails(CFG), DECL, run_id="replay")
+    sim = TelemetrySim(lambda sl, i, t: {"lat": 1000.0 - 100.0 * sl.knobs[0], "load": 3.0}, seed=7,
+                       ar_sd=0.01, white_sd=0.05)
+    t, log = 0, list(x.start(0).events)
+    v = x.propose(t, Proposal("pre", "rollout", (Arm({"a": 0.9, "b": 0.1, "n": 7.0}, preset="far"),)))
+    assert v.accepted, v.message
+    log += v.events
+    while x.exp is not None or x.mstate.value != "idle":
+        t += 10_000_000
+        assert t < 30_000_000_000, x.mstate
+        log += x.step(t, sim.cycle(t, x.snapshot)).events
+    t += 1_000_000_000
+    log += x.propose(t, Proposal("probe", "probe", (Arm({"a": 0.95}), Arm({"a": 0.85})))).events
+    return x, log, ev
+
+
+def test_preset_rollout_replays_byte_for_byte_and_through_the_scans():
+    from daemon.tier1.executor import rebuild
+    from .test_tier1_fastpaths import ScanExecutor
+    x, log, ev = _preset_run()
+    assert [e.new_baseline for e in log if isinstance(e, ev.Promotion)] == [(0.9, 0.1, 7.0)]
+    x2, log2, _ = _preset_run()
+    assert ev.encode(log) == ev.encode(log2)                       # same inputs, same bytes
+    x3, log3, _ = _preset_run(ScanExecutor)
+    assert ev.encode(log) == ev.encode(log3)                       # shortcuts decide as the scans
+    assert rebuild(ev.decode(ev.encode(log)), DECL) == x.state     # the state is the fold of the log
+    assert rebuild(log, DECL).baseline == (0.9, 0.1, 7.0)
