@@ -47,7 +47,7 @@ BEST_STATIC = Path(__file__).with_name("best_static.json")
 # Seconds per arm at the default duration: `all` is universe (arms in parallel) + 3 x serve.
 DEFAULT_SECONDS = {"universe": 36.0, "serve": 18.0}
 STATUS_EVERY_S = 0.1        # data plane status interval = the resolution of every timed figure here
-INJECT_AT = {"universe": 0.62, "serve": 0.40}   # fraction of the run (inside a phase, away from its edges)
+INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a phase, away from its edges)
 RECONVERGE_LIMIT_S = 3.0    # floor: back within 5% of the best static setting within 3 s
 RECONVERGE_TOL = 0.05
 SMOOTH_S = 0.5              # re-convergence is judged on a rolling window of this length
@@ -317,7 +317,49 @@ def _serve_capacities(seed: int) -> dict[str, float]:
     return {v: round(serve_capacity(seed, v), 1) for v in ("fp32", "int8", "early_exit_1")}
 
 
-def _run_arms(arms: list[Arm], view: LiveView, kind: str) -> dict[str, dict]:
+class PhaseReference:
+    """The sweep's best static setting of each phase, run live during that phase beside the arms
+    (`--phase i --fixed best_i`, started when the arms enter phase i). The sweep scores points
+    unpaced on a virtual clock (steps back to back, caches hot); the arms run paced, beside each
+    other and the daemon, and their median step time is longer. Re-convergence is judged against
+    this live run of the same setting, so pacing and contention are the same on both sides."""
+
+    def __init__(self, kind: str, seed: int, best: dict, seconds: float, work: Path):
+        self.kind, self.seed, self.work = kind, seed, work
+        self.settings = [p["best"] for p in best["phases"]]
+        n = len(self.settings)
+        self.len = seconds / n                   # the demo scenario's phases are equally long
+        self.starts = [i * self.len for i in range(n)]
+        self.runs: dict[int, tuple[float, AppProcess]] = {}
+
+    def poll(self, t: float) -> None:
+        for i, st in enumerate(self.starts):
+            if i not in self.runs and t >= st:
+                app = start_app(self.kind, unique_name(f"demo-{self.kind[:3]}-ref{i}"), "demo", self.seed,
+                                fixed=self.settings[i], status_every=STATUS_EVERY_S,
+                                extra=["--phase", str(i), "--duration", repr(float(self.len))], ready_timeout=30)
+                self.runs[i] = (t, app)
+
+    def finish(self) -> dict[int, dict]:
+        out = {}
+        for i, (t, app) in self.runs.items():
+            try:
+                summary = app.result(timeout=self.len + 60)
+            except Exception as e:   # a reference that failed is reported, not fatal
+                out[i] = {"started_s": t, "error": str(e)}
+                continue
+            finally:
+                app.close()
+            out[i] = {"started_s": t, "statuses": app.statuses(), "summary": summary, "setting": self.settings[i]}
+        return out
+
+    def kill(self) -> None:
+        for _, app in self.runs.values():
+            app.kill()
+            app.close()
+
+
+def _run_arms(arms: list[Arm], view: LiveView, kind: str, ref: Optional[PhaseReference] = None) -> dict[str, dict]:
     """Start the arms, inject the bad candidate on time, keep the live view fed, collect."""
     try:
         for a in arms:
@@ -326,6 +368,8 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str) -> dict[str, dict]:
         injected = False
         while any(a.running() for a in arms):
             t = max(a.t_now() for a in arms)
+            if ref is not None:
+                ref.poll(t)
             if not injected and t >= inject_at:
                 injected = True
                 arq = next((a for a in arms if a.arm == "arqond"), None)
@@ -343,20 +387,27 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str) -> dict[str, dict]:
             view.update(kind, arms)
             time.sleep(0.1)
         view.update(kind, arms)
-        return {a.arm: {"summary": a.finish(), "statuses": a.app.statuses(), "polls": a.polls,
+        out = {a.arm: {"summary": a.finish(), "statuses": a.app.statuses(), "polls": a.polls,
                         "trace": a.trace, "ledger": a.ledger(), "injection": a.injection, "t0_ns": a.t0_ns,
                         "profile": str(PROFILES[kind].relative_to(ROOT))}
-                for a in arms}
+               for a in arms}
+        if ref is not None:
+            out["reference"] = ref.finish()
+        return out
     except BaseException:
         for a in arms:
             a.kill()
+        if ref is not None:
+            ref.kill()
         raise
 
 
-def run_app(kind: str, seconds: float, seed: int, work: Path, view: LiveView) -> dict[str, dict]:
+def run_app(kind: str, seconds: float, seed: int, work: Path, view: LiveView,
+            best: Optional[dict] = None) -> dict[str, dict]:
     if kind == "universe":
         arms = [Arm(kind, arm, seed, seconds, work, None) for arm in ARMS]
-        return _run_arms(arms, view, kind)
+        ref = PhaseReference(kind, seed, best, seconds, work) if best else None
+        return _run_arms(arms, view, kind, ref)
     caps = _serve_capacities(seed)
     cap = caps["fp32"]
     view.event(kind, "capacity (saturated, req/s): " + ", ".join(f"{k} {v:.0f}" for k, v in caps.items()))
@@ -411,15 +462,19 @@ def _phase_objective(kind: str, summary: dict) -> list[dict]:
     return out
 
 
-def _reconvergence(kind: str, base_series: list[dict], phases: list[dict], best: dict) -> list[dict]:
+def _reconvergence(kind: str, base_series: list[dict], phases: list[dict], best: dict,
+                   live: Optional[list[Optional[float]]] = None) -> list[dict]:
     """Per scenario change: seconds until arqond's baseline slot, averaged over SMOOTH_S, is
-    within RECONVERGE_TOL of the best static objective of the new phase (None: never)."""
+    within RECONVERGE_TOL of the best static objective of the new phase (None: never). With
+    `live` (the same best static setting run live in that phase, see PhaseReference) the
+    yardstick is the live figure: same pacing and contention as arqond's."""
     out = []
     n_smooth = max(1, int(round(SMOOTH_S / STATUS_EVERY_S)))
     for i in range(1, len(phases)):
         ph = phases[i]
         ref = best["phases"][i]
-        b = ref["objective"]
+        offline = ref["objective"]
+        b = live[i] if live and live[i] is not None else offline
         thr = b + RECONVERGE_TOL * abs(b)
         pts = [p for p in base_series if ph["start_s"] <= p["t"] - STATUS_EVERY_S and p["t"] <= ph["end_s"] + 1e-9
                and p["phase"] == i]
@@ -435,6 +490,8 @@ def _reconvergence(kind: str, base_series: list[dict], phases: list[dict], best:
         last = [p["objective"] for p in pts[-n_smooth:] if math.isfinite(p["objective"])]
         out.append({"at_s": round(ph["start_s"], 3), "from": phases[i - 1]["name"], "to": ph["name"],
                     "best_static": ref["best"], "best_static_objective": b, "threshold": thr,
+                    "best_static_offline_objective": offline,
+                    "yardstick": "live" if live and live[i] is not None else "offline sweep",
                     "reconverged_s": None if hit is None else round(hit, 3),
                     "within_limit": hit is not None and hit <= RECONVERGE_LIMIT_S,
                     "objective_at_phase_end": (sum(last) / len(last)) if last else None})
@@ -502,7 +559,28 @@ def _rollbacks(arm: dict) -> list[dict]:
     return out
 
 
-def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float) -> dict:
+REF_SETTLE_S = 1.0   # a live reference run starts from an empty field: its first second is not judged
+
+
+def live_reference(kind: str, reference: Optional[dict], phases: list[dict]) -> list[Optional[float]]:
+    """Per phase, the mean objective of the live run of that phase's best static setting
+    (PhaseReference), past its first REF_SETTLE_S; None where there was none."""
+    out: list[Optional[float]] = []
+    for i, ph in enumerate(phases):
+        r = (reference or {}).get(i) or (reference or {}).get(str(i)) or {}
+        vals = []
+        for st in r.get("statuses") or []:
+            grp = st.get("all") or {}
+            if st.get("t", 0.0) < REF_SETTLE_S or not grp.get("count"):
+                continue
+            _, v = demo_objective(kind, grp, ph["conditions"])
+            if math.isfinite(v):
+                vals.append(v)
+        out.append(sum(vals) / len(vals) if vals else None)
+    return out
+
+
+def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float, reference: Optional[dict] = None) -> dict:
     """Every figure of one app's demo from what the arms recorded. Pure."""
     g = load_guardrails(PROFILES[kind])
     phases = arms["arqond"]["summary"]["phases"]
@@ -539,7 +617,10 @@ def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float) -> dic
             entry["proposals"] = sum(1 for e in ev if e["event"] == "proposal")
         out["arms"][name] = entry
     base_series = _series(kind, g, arms["arqond"]["statuses"], phases, "baseline")
-    out["scenario_changes"] = _reconvergence(kind, base_series, phases, best)
+    live = live_reference(kind, reference, phases) if reference else None
+    for i, p in enumerate(out["phases"]):
+        p["best_static_live_objective"] = live[i] if live else None
+    out["scenario_changes"] = _reconvergence(kind, base_series, phases, best, live)
     out["injected"] = _injection(arms["arqond"], g.cycle.period_s)
     ung = arms.get("unguarded", {}).get("injection") or {}
     out["injected_unguarded"] = {"at_s": round(ung.get("at_s", 0.0), 3)} if ung else {}
@@ -600,18 +681,21 @@ def run_demo(which: str, duration: Optional[float] = None, seed: int = 1, out_di
     t_start = time.monotonic()
     summary: dict[str, Any] = {"demo": which, "seed": seed, "machine": _machine(), "apps": {}}
     raw: dict[str, dict] = {}
+    refs: dict[str, Optional[dict]] = {}
     series: dict[str, dict] = {}
     with LiveView(enabled=live) as view:
         for kind in kinds:
             seconds = float(duration) if duration else DEFAULT_SECONDS[kind]
             view.start_app(kind, seconds)
-            raw[kind] = run_app(kind, seconds, seed, work, view)
-            summary["apps"][kind] = analyse(kind, raw[kind], best[kind], seconds)
+            raw[kind] = run_app(kind, seconds, seed, work, view, best[kind])
+            refs[kind] = raw[kind].pop("reference", None)
+            summary["apps"][kind] = analyse(kind, raw[kind], best[kind], seconds, reference=refs[kind])
             series[kind] = summary["apps"][kind].pop("series")
             view.finish_app(kind, summary["apps"][kind])
     summary["wall_s"] = round(time.monotonic() - t_start, 2)
     summary["floors"] = {f"{k}.{f}": v for k, a in summary["apps"].items() for f, v in a["floors"].items()}
     summary["all_floors_met"] = all(summary["floors"].values())
     (work / "arms.json").write_text(json.dumps(raw, default=str))
+    (work / "references.json").write_text(json.dumps(refs, default=str))
     report.write(out_dir, summary, raw, series)
     return summary

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -30,6 +31,7 @@ from daemon.runtime.summarize import summarize
 from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, load_guardrails, resolve_knob
 from daemon.tier2 import make_bandit, make_optimizer
 from daemon.tier2.core import NoChange
+from daemon.tier2.driver import CONTEXT_BAND
 from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
 
 NS = 1_000_000_000
@@ -45,6 +47,21 @@ def objective_of(g: Guardrails, fields: dict) -> Optional[float]:
             return None
         total += term.weight * float(getattr(fs, term.stat, fs.mean))
     return total if g.objective.direction == "minimize" else -total
+
+
+def slos_met(g: Guardrails, fields: dict) -> Optional[bool]:
+    """Whether one window meets every enforcing SLO of the profile (None: too few records to say)."""
+    verdict = True
+    for s in g.slos:
+        if not s.enforce:
+            continue
+        fs = fields.get(s.field)
+        if fs is None or fs.count < s.min_samples:
+            return None
+        v = float(getattr(fs, s.stat, fs.mean))
+        if (s.max is not None and v > s.max) or (s.min is not None and v < s.min):
+            verdict = False
+    return verdict
 
 
 class UnguardedTuner:
@@ -83,6 +100,7 @@ class UnguardedTuner:
         self.arm_variant: list[int] = []
         self.trace: list[dict] = []      # one entry per finished evaluation
         self.opt = None
+        self.regime: Optional[tuple] = None      # conditions band (see _observe_context)
         self._restart(np.array([self.values[i] for i in self.idx]))
 
     def _restart(self, x0: np.ndarray) -> None:
@@ -93,6 +111,26 @@ class UnguardedTuner:
         opts.update(self.g.tuning.options)
         self.opt = make_optimizer(self.g.tuning.optimizer, self.bounds, seed=self.seed * 100003, **opts)
         self.queue, self.told, self.arm_variant = [], [], []
+
+    def _observe_context(self, fields: dict) -> None:
+        """The guarded driver's regimes (tuning.context fields in log2 bands, kept while within
+        3/4 of a band of the regime's centre): entering a new one restarts the variant bandit,
+        as Tier 2 does inside arqond, so both arms explore again when the conditions change."""
+        u = []
+        for f in self.g.tuning.context:
+            fs = fields.get(f)
+            if fs is None or not fs.mean > 0 or not math.isfinite(fs.mean):
+                return
+            u.append(math.log2(fs.mean) / CONTEXT_BAND)
+        r = self.regime
+        if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
+            return
+        self.regime = tuple(math.floor(x) for x in u)
+        if r is not None and self.bandit is not None:
+            self.bandit = make_bandit(self.g.tuning.bandit, len(self.variants),
+                                      seed=self.seed * 7919 + (zlib.crc32(repr(self.regime).encode()) & 0xFFFF),
+                                      discount=0.95)
+        self.trace.append({"t_ns": self.applied_ns, "event": "regime", "regime": list(self.regime)})
 
     # ---- snapshots -----------------------------------------------------------------------
 
@@ -160,9 +198,14 @@ class UnguardedTuner:
             self.injected = False      # the injected incumbent's own window: the optimizer goes on from it
         else:
             self.told.append(y if math.isfinite(y) else 1e6)
+            if slots and self.g.tuning.context:
+                self._observe_context(slots[0].fields)
             if self.bandit is not None and self.variant in [list(self.decl.variants).index(v) for v in self.variants]:
                 arm = self.variants.index(self.decl.variants[self.variant])
-                self.bandit.update(arm, -y if math.isfinite(y) else -1e6)
+                # the bandit learns the SLA as Tier 2 does inside arqond (feasibility per play),
+                # so it explores the same way; what is missing is Tier 1, not information
+                ok = slos_met(self.g, slots[0].fields) if slots else None
+                self.bandit.update(arm, -y if math.isfinite(y) else -1e6, feasible=ok)
             if not self.queue and len(self.told) == max(1, getattr(self.opt, "batch_size", 1)):
                 self.opt.tell(np.array(self.told))
                 self.told = []
