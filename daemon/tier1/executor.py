@@ -316,12 +316,15 @@ class _Win:
         self.cnt = 0
 
     def add(self, fs: FieldStats, window_ns: int, stat_value: float) -> None:
-        self.sw += stat_value * fs.count
-        self.n += fs.count
-        self.cnt += fs.count
+        n = fs.count
+        self.sw += stat_value * n
+        self.n += n
+        self.cnt += n
         self.win_ns += window_ns
-        self.mn = min(self.mn, fs.min)
-        self.mx = max(self.mx, fs.max)
+        if fs.min < self.mn:   # = min(self.mn, fs.min), NaN included
+            self.mn = fs.min
+        if fs.max > self.mx:   # = max(self.mx, fs.max)
+            self.mx = fs.max
 
     def value(self, stat: str) -> float:
         if stat == "min":
@@ -333,6 +336,9 @@ class _Win:
         if stat == "rate":
             return self.cnt / (self.win_ns / NS) if self.win_ns > 0 else 0.0
         return self.sw / self.n if self.n else 0.0
+
+
+_TIMED = ("count", "rate")   # stats that are not a FieldStats attribute
 
 
 def _stat(fs: FieldStats, stat: str, window_ns: int) -> float:
@@ -450,6 +456,7 @@ class Executor:
                                 for s in g.slos if s.enforce)
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
+        self._checks_by_var: dict[int, tuple[_Check, ...]] = {}   # SLOs + the variant's catalog constraints
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
         self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
                                  for i, rk in enumerate(self.rk) if rk is not None)
@@ -555,6 +562,17 @@ class Executor:
         else:
             self._keep = None
 
+    def _out(self) -> tuple[Optional[SnapshotSpec], list, list]:
+        """This call's (snapshot, events, evaluations), with start's output first when the call
+        started the run (what `_merge_keep(_take())` returns, without the intermediate Structs)."""
+        snap, events, evals = self._snap, self._events, self._evals
+        self._events, self._evals, self._snap = [], [], None
+        k = self._keep
+        if k is not None:
+            self._keep = None
+            return snap or k.snapshot, k.events + events, k.evaluations + evals
+        return snap, events, evals
+
     def _merge_keep(self, out: StepOutput) -> StepOutput:
         k = self._keep
         if k is None:
@@ -598,8 +616,8 @@ class Executor:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
             self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=False, rule=r.rule,
                        value=r.value, limit=r.limit, message=msg, thrash_cooldown=thrash)
-            out = self._merge_keep(self._take())
-            return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, out.snapshot, out.events)
+            snap, events, _ = self._out()
+            return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, snap, events)
         self._push(ev.ValidationVerdict(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
                                         config_generation=cg, proposal_id=p.proposal_id, accepted=True, rule="",
                                         value=None, limit=None, message="accepted", touches=tuple(touches),
@@ -607,8 +625,8 @@ class Executor:
         salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
         self.exp = _Exp(p, arms, variants, is_global, salt)
         self._begin_experiment(now)
-        out = self._merge_keep(self._take())
-        return Verdict(True, p.proposal_id, message="accepted", snapshot=out.snapshot, events=out.events)
+        snap, events, _ = self._out()
+        return Verdict(True, p.proposal_id, message="accepted", snapshot=snap, events=events)
 
     def _seen(self, proposal_id: str) -> bool:
         return self.state.seen_id(proposal_id)
@@ -972,7 +990,7 @@ class Executor:
                 self._fire(now, "safe_mode_timer", measured=now, condition="t >= safe mode exit", threshold=None)
         if self.exp is not None and self.mstate in EXPERIMENT:
             self._advance(now, inp)
-        return self._merge_keep(self._take())
+        return StepOutput(*self._out())
 
     def _since_publish(self, now: int) -> int:
         return now - self._pub_ns
@@ -1009,24 +1027,30 @@ class Executor:
         """Feed SLO windows; on an enforcing breach roll back now. True if rolled back."""
         e = self.exp
         for s in usable:
+            wins = e.wins   # per slot: dropping a probe arm starts a new dict
             role = roles.get(s.slot)
             if role is None or (role[0] == "cand" and role[1] in e.failed):
                 continue
             kind, arm = role
             var = e.variants[arm] if kind == "cand" else self.state.baseline_variant
-            for c in self.checks + self._catalog_checks(var):
-                fs = s.fields.get(c.field)
+            checks = self._checks_by_var.get(var)
+            if checks is None:
+                checks = self._checks_by_var[var] = tuple(self.checks + self._catalog_checks(var))
+            fields, window_ns, who = s.fields, s.window_ns, f"{kind}{arm}"
+            for c in checks:
+                fs = fields.get(c.field)
                 if fs is None or fs.count <= 0:
                     continue
-                key = (f"{kind}{arm}", c.name)
-                w = e.wins.get(key)
+                key = (who, c.name)
+                w = wins.get(key)
                 if w is None:
-                    w = e.wins[key] = _Win()
-                w.add(fs, s.window_ns, _stat(fs, c.stat, s.window_ns))
+                    w = wins[key] = _Win()
+                stat = c.stat
+                w.add(fs, window_ns, _stat(fs, stat, window_ns) if stat in _TIMED else float(getattr(fs, stat)))
                 if w.n < c.min_samples:
                     continue
                 value = w.value(c.stat)
-                del e.wins[key]
+                del wins[key]
                 scale = abs(c.limit) if c.limit != 0 else 1.0
                 margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
                 if kind == "base":
@@ -1120,6 +1144,17 @@ class Executor:
                    baseline_objective=baseline_objective, n_records=n, n_blocks=blocks, stderr=se)
 
     # ----------------------------------------------------------------- metric values
+    def _objective_value(self, s: SlotTelemetry) -> Optional[float]:
+        """The objective of one slot's cycle (None when a term's field is missing), summed as
+        `_metric_values` does."""
+        total = 0.0
+        for t in self.g.objective.terms:
+            fs = s.fields.get(t.field)
+            if fs is None or fs.count <= 0:
+                return None
+            total += t.weight * _stat(fs, t.stat, s.window_ns)
+        return total
+
     def _metric_values(self, s: SlotTelemetry) -> dict[str, float]:
         out: dict[str, float] = {}
         g = self.g
@@ -1153,7 +1188,7 @@ class Executor:
             role = roles.get(s.slot)
             if role is None or (role[0] == "cand" and role[1] in e.failed):
                 continue
-            v = self._metric_values(s).get("objective")
+            v = self._objective_value(s)
             if v is None:
                 continue
             (e.base_series if role[0] == "base" else e.arm_series[role[1]]).add(v, s.n_records)
