@@ -224,11 +224,24 @@ class ExecState(msgspec.Struct, dict=True):
                     if h is None:
                         h = history[name] = []
                     lg = logs.get(name)
-                    if lg is None or not lg.fresh(h):
+                    if lg is None or not (lg.hist is h and lg.last is (h[-1] if h else None)
+                                          and len(lg.times) == len(h)):   # = not lg.fresh(h)
                         lg = logs[name] = _KnobLog(h)
                     touch = Touch(t_ns, tc.cost, tc.direction, tc.move)
                     h.append(touch)
-                    lg.append(touch)
+                    # lg.append(touch), inlined (this runs for every knob of every accepted proposal)
+                    times, cum, cost = lg.times, lg.cum, tc.cost
+                    if times and t_ns < times[-1]:
+                        lg.ordered = False
+                    times.append(t_ns)
+                    lg.costs.append(cost)
+                    cum.append((cum[-1] if cum else lg.cum0) + cost)
+                    lg.n_run += 1
+                    if not 0.0 <= cost < math.inf:
+                        lg.clean = False
+                    if tc.direction != 0:
+                        lg.last_dir, lg.last_dir_pos = tc.direction, len(times) - 1
+                    lg.last = touch
                     if h[0].t_ns <= cut:   # drop what left the horizon
                         k, n = 1, len(h)
                         while k < n and h[k].t_ns <= cut:
