@@ -13,6 +13,7 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import posix_ipc
@@ -51,6 +52,9 @@ FIELD_DT = _dtype(spec.FIELD_DECL)
 VARIANT_DT = _dtype(spec.VARIANT_DECL)
 RING_DT = _dtype(spec.RING_HEAD)
 MASK64 = (1 << 64) - 1
+# One summary of arqd_summarize (native/src/arqd_helper.h): STAT_WORDS doubles in this order.
+STAT_COUNT, STAT_SUM, STAT_MIN, STAT_MAX, STAT_P50, STAT_P95, STAT_P99 = range(7)
+STAT_WORDS = 7
 # Field offsets looked up on every cycle: resolved once here, not per call.
 _CTL_OFF = {f.name: f.offset for f in spec.CONTROL.fields}
 _RING_OFF = {f.name: f.offset for f in spec.RING_HEAD.fields}
@@ -136,8 +140,8 @@ class RingStats:
     producer_heartbeat_ns: int
 
 
-@dataclass(frozen=True)
-class PlaneState:
+class PlaneState(NamedTuple):
+    """The data plane's side of the control block (a tuple: one is built every cycle)."""
     ack_generation: int
     lease_state: int            # spec.LEASE_*
     lease_deadline_ns: int
@@ -177,6 +181,15 @@ class Segment:
         self._counts_ptr = ffi.cast("int64_t *", ffi.from_buffer("char[]", self._counts))
         self._state = np.zeros(5, dtype=np.uint64)
         self._state_ptr = ffi.cast("uint64_t *", ffi.from_buffer("char[]", self._state))
+        # per-cycle summaries computed in C (poll_summary): [slot][field][count, sum, min, max, p50, p95, p99]
+        nf = len(self.declaration.fields)
+        self._scratch = np.zeros(self.n_rings * self.capacity, dtype=np.float64)
+        self._scratch_ptr = ffi.cast("double *", ffi.from_buffer("char[]", self._scratch))
+        self._slot_records = np.zeros(spec.MAX_SLOTS, dtype=np.uint64)
+        self._slot_records_ptr = ffi.cast("uint64_t *", ffi.from_buffer("char[]", self._slot_records))
+        self._stats = np.zeros((spec.MAX_SLOTS, max(nf, 1), STAT_WORDS), dtype=np.float64)
+        self._stats_ptr = ffi.cast("double *", ffi.from_buffer("char[]", self._stats))
+        self._used = ffi.new("uint64_t *")
         self._writer = False
 
     # ---- attach ---------------------------------------------------------------------
@@ -372,6 +385,37 @@ class Segment:
         st = self._state.tolist()
         return out, PlaneState(ack_generation=st[0], lease_state=st[1], lease_deadline_ns=lease_deadline_ns,
                                lease_lapses=st[2], plane_heartbeat_ns=st[3], state=st[4])
+
+    def poll_summary(self, now_ns: int, lease_deadline_ns: int, generation: int, since_ns: int,
+                     quantile_mask: int) -> tuple[int, int, PlaneState]:
+        """`poll` and the cycle's telemetry summary in one C call, without handing the records to
+        Python: returns (records drained, records summarised, plane state). The summary is left
+        in `slot_records` (records used per slot) and `stats` ([slot][field][STAT_*]), buffers
+        the next call reuses; see arqd_summarize in native/src/arqd_helper.h for which records
+        count. quantile_mask: bit j set = compute p50/p95/p99 of declaration field j."""
+        drained = lib.arqd_poll_summarize(
+            self._base, self.rings_off, self.ring_stride, self.n_rings, self.capacity, self.record_words,
+            self._drain_ptr, self._counts_ptr, now_ns, lease_deadline_ns, self._state_ptr,
+            len(self.declaration.fields), generation, max(since_ns, 0), quantile_mask, spec.MAX_SLOTS,
+            self._scratch_ptr, self._slot_records_ptr, self._stats_ptr, self._used)
+        if drained < 0:
+            r = -drained - 1
+            raise AttachError(self.name, "ring_invariant", f"ring {r}: indices broke head <= tail <= head + cap")
+        st = self._state.tolist()
+        return drained, self._used[0], PlaneState(ack_generation=st[0], lease_state=st[1],
+                                                  lease_deadline_ns=lease_deadline_ns, lease_lapses=st[2],
+                                                  plane_heartbeat_ns=st[3], state=st[4])
+
+    @property
+    def slot_records(self) -> np.ndarray:
+        """Records summarised per slot by the last poll_summary (a reused buffer)."""
+        return self._slot_records
+
+    @property
+    def stats(self) -> np.ndarray:
+        """[slot][field][STAT_*] of the last poll_summary (a reused buffer; count is 0 where a slot
+        had no finite value of a field)."""
+        return self._stats
 
     # ---- snapshot ----------------------------------------------------------------------
 

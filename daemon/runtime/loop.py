@@ -1,12 +1,15 @@
 """`arqond run`: the decision loop and the only code that touches the world.
 
 Every cycle (guardrails `cycle.period_s`, default 10 ms), on uvloop:
-  drain the rings -> summarise per slot (published generation, past the settle time)
-  -> Tier 1 step -> publish its snapshot (if any) -> Tier 2 driver proposes when Tier 1 is idle
-  -> Tier 1 validates -> publish -> renew the lease -> events to the ledger queue -> status.
-Slow things never run in the cycle: the ledger and the bus have their own threads, metrics are
-rendered at scrape time, control commands run between cycles on the same event loop (so no
-locks: the executor is only ever touched from this loop).
+  drain the rings, renew the lease and summarise per slot (published generation, past the
+  settle time), all in one C call -> Tier 1 step -> publish its snapshot (if any) -> Tier 2
+  driver proposes when Tier 1 is idle -> Tier 1 validates -> publish -> events to the ledger
+  queue -> (after the time-critical part) wake the ledger writer, status for the metrics.
+Slow things never run in the cycle: the ledger and the bus have their own threads and encode
+there, metrics are rendered at scrape time from a status refreshed a few times a second,
+control commands run between cycles on the same event loop (so no locks: the executor is only
+ever touched from this loop). Cycles are paced by a timerfd at absolute deadlines (one wake-up
+per cycle, ns precision; libuv's timers round to 1 ms).
 
 An overrun (a cycle longer than its period before it could propose) proposes nothing that
 cycle and is counted; a rollback is never skipped. If the data plane disappears the loop waits
@@ -30,7 +33,7 @@ from daemon.runtime.control import COMMANDS, CommandError, ControlServer, socket
 from daemon.runtime.metrics import Metrics, serve as serve_metrics
 from daemon.runtime.status import (AuditStatus, BusStatus, ConfigStatus, CycleStatus, KnobStatus, LeaseStatus,
                                    RingStatus, RuntimeStatus, SlotStatus, Statistic)
-from daemon.runtime.summarize import summarize
+from daemon.runtime.summarize import quantile_mask, telemetry
 from daemon.tier1 import events as ev
 from daemon.tier1.config import ConfigError, Guardrails, check_against, load_guardrails
 from daemon.tier1.executor import Executor
@@ -39,10 +42,36 @@ from daemon.tier1.model import Arm, Command, CycleInput, Proposal, StepOutput
 from daemon.tier2.driver import TuningDriver
 from shm_layout import spec
 from shm_layout.decl import SnapshotSpec
+from shm_layout._shm import lib as _lib
 from shm_layout.segment import AttachError, Segment
 
 log = logging.getLogger("arqond")
 NS = 1_000_000_000
+METRICS_REFRESH_NS = NS // 4     # state gauges (status) are rebuilt at most 4 times a second
+CHECK_NS = NS // 10              # is the segment still the data plane's, is the ledger healthy
+TIMINGS_KEPT = 2000              # samples per stage that `timings` and the cycle quantiles use
+
+
+class CycleTimer:
+    """A CLOCK_MONOTONIC timerfd armed at absolute deadlines; the event loop watches `fd`."""
+
+    def __init__(self):
+        fd = _lib.arqd_timer_open()
+        if fd < 0:
+            raise OSError(-fd, f"cycle timer: timerfd_create failed: {os.strerror(-fd)}")
+        self.fd = fd
+
+    def arm(self, deadline_ns: int) -> None:
+        rc = _lib.arqd_timer_arm(self.fd, deadline_ns)
+        if rc < 0:
+            raise OSError(-rc, f"cycle timer: timerfd_settime failed: {os.strerror(-rc)}")
+
+    def ack(self) -> int:
+        """Expirations since the last ack; 0 for a spurious wake-up."""
+        return _lib.arqd_timer_ack(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class Daemon:
@@ -79,11 +108,24 @@ class Daemon:
         self.metrics_port = 0
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
+        # summarize: the one C call that drains, renews the lease and summarises, plus building the
+        # SlotTelemetry; t1_apply: Executor.propose + publish + audit/metrics/bus enqueues (+ the
+        # driver's on_verdict), of which t1_propose is Executor.propose alone.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
-                                                "t1_apply": []}
+                                                "t1_apply": [], "t1_propose": []}
         self._qf = self._quantile_fields(self.g)
+        self._qmask = 0
         self.bus = None
         self.last_summary_ns = 0
+        self._audit_pending = False       # events queued with wake=False since the writer was woken
+        self._next_metrics_ns = 0
+        self._next_check_ns = 0
+        self._cycles_folded = 0           # timings["cycle"] entries already in the metrics histogram
+        self._timer: Optional[CycleTimer] = None
+        self._next_tick_ns = 0
+        self._ready = False
+        self._pacer = None
+        self._fatal: Optional[BaseException] = None
 
     # ---- ledger -------------------------------------------------------------------------
 
@@ -92,20 +134,33 @@ class Daemon:
         history = []
         if os.path.exists(self.audit_path):
             history = [r.event for r in read_events(self.audit_path, type=ev.Event)]
+        # No linger: the loop wakes the writer once per cycle, after its time-critical part, so
+        # a cycle's events are one batch and the writer runs while the loop sleeps.
         self.ledger = LedgerWriter(self.audit_path, queue_size=self.g.audit.queue_size,
-                                   high_water=self.g.audit.high_water_ratio)
+                                   high_water=self.g.audit.high_water_ratio, linger_s=0.0)
         return history
 
     def _record(self, now: int, events: list) -> None:
+        """Audit, count and forward `events`: O(1) enqueues per event (the ledger and bus threads
+        encode); the ledger writer is woken at the end of the cycle (`_wake_audit`)."""
+        if not events:
+            return
+        submit = self.ledger.submit
         for e in events:
-            if not self.ledger.submit(e):
+            if not submit(e, wake=False):
                 # never drop silently: a full audit queue puts Tier 1 in safe mode, said on the ledger
                 if self.ex is not None and not self.ex.state.safe_mode:
                     self._handle(now, self.ex.command(now, Command("enter_safe_mode", "runtime", "audit queue full")),
                                  record=False)
             self._count(e)
-        if self.bus is not None and events:
+        self._audit_pending = True
+        if self.bus is not None:
             self._bus_events(events)
+
+    def _wake_audit(self) -> None:
+        if self._audit_pending and self.ledger is not None:
+            self._audit_pending = False
+            self.ledger.wake()
 
     # Rollback.rule prefix -> the bounded reason label of the metrics (status.ROLLBACK_REASONS).
     _REASONS = (("slo:", "slo_breach"), ("catalog:", "slo_breach"), ("judge:", "judge_abort"),
@@ -158,10 +213,10 @@ class Daemon:
             pid = getattr(e, "proposal_id", "")
             if pid:
                 md["proposal_id"] = pid
-            body = msgspec.to_builtins(e)
-            self.bus.publish_event(self._CHANNELS.get(name, "audit"), body, md)
+            # the frozen event itself: the bus thread encodes it, not the decision loop
+            self.bus.publish_event(self._CHANNELS.get(name, "audit"), e, md)
             if name in ("Rollback", "Promotion", "Transition"):
-                self.bus.publish_event("audit", body, md)
+                self.bus.publish_event("audit", e, md)
 
     def _bus_summary(self, now: int) -> None:
         if now - self.last_summary_ns < NS / self.g.bus.summary_hz:
@@ -194,6 +249,8 @@ class Daemon:
         seg.acquire_writer()
         self.seg = seg
         self.field_names = tuple(f.name for f in seg.declaration.fields)
+        self.knob_names = [k.name for k in seg.declaration.knobs]
+        self._qmask = quantile_mask(self.field_names, self._qf)
         history = self._open_ledger() if self.ledger is None else list(self._history())
         self.ex = Executor(self.g, seg.declaration, run_id=f"arqond-{os.getpid()}-{seg.epoch & 0xffff:04x}",
                            config_generation=self.config_generation, history=history)
@@ -252,16 +309,26 @@ class Daemon:
         return {f: s0.fields[f].mean for f in self.g.tuning.context if f in s0.fields and s0.fields[f].count}
 
     def _time(self, key: str, seconds: float) -> None:
-        xs = self.timings[key]
-        xs.append(seconds)
-        if len(xs) > 2000:
-            del xs[:1000]
+        self.timings[key].append(seconds)       # trimmed a few times a second (_fold_timings)
+
+    def _fold_timings(self) -> None:
+        """Cycle durations into the metrics histogram (one lock per batch), then trim every stage
+        to its last TIMINGS_KEPT samples."""
+        xs = self.timings["cycle"]
+        self.metrics.observe_cycles(xs[self._cycles_folded:])
+        self._cycles_folded = len(xs)
+        for k, xs in self.timings.items():
+            if len(xs) > 2 * TIMINGS_KEPT:
+                cut = len(xs) - TIMINGS_KEPT
+                del xs[:cut]
+                if k == "cycle":
+                    self._cycles_folded -= cut
 
     def timing_summary(self, keys=None) -> dict[str, dict[str, float]]:
         """p50/p99/max in microseconds of each decision-path stage over the last samples."""
         out = {}
         for k in keys or self.timings:
-            xs = self.timings[k]
+            xs = self.timings[k][-TIMINGS_KEPT:]
             if xs:
                 ys = sorted(xs)
                 out[k] = {"n": len(ys), "p50_us": ys[len(ys) // 2] * 1e6,
@@ -274,22 +341,31 @@ class Daemon:
             if not self._try_attach(now):
                 return
         seg, ex = self.seg, self.ex
-        if self.cycles % 10 == 0 and not seg.is_current():
-            self._detach("the data plane closed or replaced its segment")
-            return
+        check = now >= self._next_check_ns
+        if check:
+            self._next_check_ns = now + CHECK_NS
+            if not seg.is_current():
+                self._detach("the data plane closed or replaced its segment")
+                return
         self.cycles += 1
         window = now - self.last_cycle_ns if self.last_cycle_ns else int(self.g.cycle.period_s * NS)
         self.last_cycle_ns = now
-        batches, st = seg.poll(now, now + int(self.g.lease.duration_s * NS))   # one C call
         settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
-        slots, _used, _skipped = summarize(batches, self.field_names, self.generation, settle_from, window, self._qf)
+        # one C call: drain every ring, renew the lease, read the plane's state, summarise
+        _drained, used, st = seg.poll_summary(now, now + int(self.g.lease.duration_s * NS), self.generation,
+                                              settle_from, self._qmask)
+        slots = telemetry(seg.slot_records, seg.stats, self.field_names, self.generation, window) if used else ()
         t1 = time.perf_counter()
-        self._time("summarize", t1 - t0)
+        tm = self.timings
+        tm["summarize"].append(t1 - t0)
+        if st.state != spec.STATE_READY:
+            self._detach("the data plane is closing its segment")
+            return
         lease_ok = st.lease_state == spec.LEASE_ACTIVE or self.generation == 0
         out = ex.step(now, CycleInput(now, self.generation, slots, st.ack_generation, lease_ok))
         self._handle(now, out)
-        self._time("t1_step", time.perf_counter() - t1)
+        tm["t1_step"].append(time.perf_counter() - t1)
         for s in slots:
             self.last_stats[s.slot] = s
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
@@ -306,32 +382,30 @@ class Daemon:
                     fut.set_result(v)
             elif self.driver is not None:
                 st0 = ex.state
-                names = [k.name for k in seg.declaration.knobs]
-                baseline = dict(zip(names, st0.baseline))
+                baseline = dict(zip(self.knob_names, st0.baseline))
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
                 t2 = time.perf_counter()
                 p = self.driver.next_proposal(baseline, bv, self._context())
                 t3 = time.perf_counter()
                 if p is not None:
-                    self._time("t2_decision", t3 - t2)
+                    tm["t2_decision"].append(t3 - t2)
                     self.driver.on_verdict(self._submit(now, p))
-                    self._time("t1_apply", time.perf_counter() - t3)
+                    tm["t1_apply"].append(time.perf_counter() - t3)
         if self.bus is not None:
             self._bus_summary(now)
-        if self.cycles % 10 == 0 and self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
+        if check and self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
             # disk full, unwritable path or a full queue: audit is sacred, so stop changing things
             err = self.ledger.state.error or "audit queue full"
             self._handle(now, ex.command(now, Command("enter_safe_mode", "runtime", f"audit ledger unhealthy: {err}")))
-        dt = (time.monotonic_ns() - now) / 1e9
-        self._time("cycle", dt)
-        self.metrics.observe_cycle(dt)
+        tm["cycle"].append((time.monotonic_ns() - now) / 1e9)   # into the metrics by _fold_timings
 
     # ---- commands -----------------------------------------------------------------------
 
-    def status(self) -> RuntimeStatus:
+    def status(self, cycle_quantiles: bool = True) -> RuntimeStatus:
+        """cycle_quantiles=False skips sorting the cycle timings (the metrics only read overruns)."""
         seg, ex = self.seg, self.ex
         xs = self.timings["cycle"]
-        ct = self.timing_summary(("cycle",)).get("cycle", {})
+        ct = self.timing_summary(("cycle",)).get("cycle", {}) if cycle_quantiles else {}
         cyc = CycleStatus(last_s=xs[-1] if xs else 0.0, p50_s=ct.get("p50_us", 0.0) / 1e6,
                           p99_s=ct.get("p99_us", 0.0) / 1e6, overruns=self.overruns)
         cfg = ConfigStatus(self.config_path, self.last_reload_ok, self.last_reload_time, self.last_reload_error)
@@ -406,6 +480,8 @@ class Daemon:
             self.driver = self._new_driver(g, self.seg.declaration)
         self.g = g
         self._qf = self._quantile_fields(g)
+        if self.seg is not None:
+            self._qmask = quantile_mask(self.field_names, self._qf)
         self.config_generation += 1
         self.last_reload_ok, self.last_reload_time, self.last_reload_error = True, time.time(), ""
         return {"config_generation": self.config_generation}
@@ -443,9 +519,11 @@ class Daemon:
                 "limit": v.limit, "message": v.message, "generation": self.generation}
 
     def _submit(self, now: int, p: Proposal):
+        t = time.perf_counter()
         v = self.ex.propose(now, p)
+        self._time("t1_propose", time.perf_counter() - t)
         if v.snapshot is not None:
-            self._publish(now, v.snapshot)
+            self._publish(now, v.snapshot)       # the data plane sees the change first
         self._record(now, v.events)
         return v
 
@@ -492,45 +570,64 @@ class Daemon:
         await control.start()
         self._start_bus()
         sdnotify.status(f"waiting for /arqon.{self.g.target}")
-        pacer = None
         wd = sdnotify.watchdog_interval()
-        if wd:
-            pacer = sdnotify.WatchdogPacer(wd)
-        ready = False
-        period = self.g.cycle.period_s
-        next_t = time.monotonic()
+        self._pacer = sdnotify.WatchdogPacer(wd) if wd else None
+        self._timer = CycleTimer()
+        loop.add_reader(self._timer.fd, self._tick)
+        self._next_tick_ns = time.monotonic_ns()
+        self._timer.arm(self._next_tick_ns)
         try:
-            while not self.stop_event.is_set():
-                try:
-                    self.cycle()
-                except SystemExit:
-                    raise
-                except Exception:  # noqa: BLE001 - a bug in one cycle must not leave a candidate live
-                    log.exception("cycle failed; snapping back to the baseline")
-                    if self.ex is not None:
-                        now = time.monotonic_ns()
-                        self._handle(now, self.ex.command(now, Command("snapback", "runtime", "cycle exception")))
-                if self.seg is not None and not ready:
-                    sdnotify.ready(f"attached to /arqon.{self.g.target}")
-                    ready = True
-                if self.cycles % 20 == 0:
-                    self.metrics.update(self.status())
-                if pacer is not None and pacer.due(time.monotonic()):
-                    sdnotify.watchdog()
-                period = self.g.cycle.period_s if self.seg is not None else 0.1
-                next_t += period
-                delay = next_t - time.monotonic()
-                if delay < 0:
-                    next_t = time.monotonic()   # fell behind: do not burst to catch up
-                    delay = 0
-                await asyncio.sleep(delay)   # signals set stop_event; no per-cycle task or timer objects
+            await self.stop_event.wait()          # cycles run in _tick, from the event loop
+            if self._fatal is not None:
+                raise self._fatal
         finally:
+            loop.remove_reader(self._timer.fd)
+            self._timer.close()
             sdnotify.stopping()
             self.shutdown()
             await control.close()
             self.metrics_server.shutdown()
             if self.bus is not None:
                 self.bus.stop(5.0)
+
+    def _tick(self) -> None:
+        """One cycle, then the bookkeeping that may wait (audit writer wake-up, metrics status,
+        watchdog), then the timer for the next deadline. Runs as the timerfd's reader callback."""
+        if not self._timer.ack() or self.stop_event.is_set():
+            return                                # spurious wake-up, or stopping
+        try:
+            self.cycle()
+        except SystemExit as e:                   # refuse to run (config does not match): stop
+            self._fatal = e
+            self.stop_event.set()
+            return
+        except Exception:  # noqa: BLE001 - a bug in one cycle must not leave a candidate live
+            log.exception("cycle failed; snapping back to the baseline")
+            if self.ex is not None:
+                now = time.monotonic_ns()
+                self._handle(now, self.ex.command(now, Command("snapback", "runtime", "cycle exception")))
+        try:
+            self._wake_audit()
+            now = time.monotonic_ns()
+            if self.seg is not None and not self._ready:
+                sdnotify.ready(f"attached to /arqon.{self.g.target}")
+                self._ready = True
+            if now >= self._next_metrics_ns:
+                self._next_metrics_ns = now + METRICS_REFRESH_NS
+                self._fold_timings()
+                self.metrics.update(self.status(cycle_quantiles=False))
+            if self._pacer is not None and self._pacer.due(now / NS):
+                sdnotify.watchdog()
+            period_ns = int((self.g.cycle.period_s if self.seg is not None else 0.1) * NS)
+            self._next_tick_ns += period_ns
+            now = time.monotonic_ns()
+            if self._next_tick_ns < now:
+                self._next_tick_ns = now          # fell behind: do not burst to catch up
+            self._timer.arm(self._next_tick_ns)
+        except BaseException as e:                # noqa: BLE001 - never a silent stall: stop and say why
+            log.exception("decision loop bookkeeping failed; stopping")
+            self._fatal = e
+            self.stop_event.set()
 
     def _sighup(self) -> None:
         try:

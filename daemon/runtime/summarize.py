@@ -1,23 +1,55 @@
 """Per-cycle telemetry summaries: drained records -> one SlotTelemetry per slot.
 
-Deterministic for a given set of records (numpy percentiles, linear interpolation). Only
-records of the published generation that started after the settle time are summarised: the
-rest were produced under another configuration and must never decide anything.
+The statistics are computed in C (`arqd_summarize`, native/src/arqd_helper.c): the decision loop
+gets them from `Segment.poll_summary` in the same call that drains the rings, so no record
+reaches Python. Per (slot, field): count, mean, min, max of the finite values, and p50/p95/p99
+(numpy's "linear" percentile, bit for bit) only for the fields some rule reads. Deterministic:
+the same records in the same order give the same summary; count, sum, min and max merge
+across windows.
+
+Only records of the published generation that started after the settle time are summarised:
+the rest were produced under another configuration and must never decide anything.
 """
 from __future__ import annotations
+
+from typing import Iterable
 
 import numpy as np
 
 from daemon.tier1.model import FieldStats, SlotTelemetry
-from shm_layout.spec import RECORD_HEADER_WORDS
+from shm_layout import spec
+from shm_layout._shm import ffi, lib
+from shm_layout.segment import STAT_WORDS
 
 
-_NAN = float("nan")
+def quantile_mask(field_names: Iterable[str], quantile_fields: frozenset | None) -> int:
+    """Bit j set when field j pays for its quantiles (None: every field)."""
+    return sum(1 << j for j, name in enumerate(field_names)
+               if j < 64 and (quantile_fields is None or name in quantile_fields))
+
+
+def telemetry(slot_records: np.ndarray, stats: np.ndarray, field_names: tuple[str, ...], generation: int,
+              window_ns: int) -> tuple[SlotTelemetry, ...]:
+    """SlotTelemetry of every slot with records, from arqd_summarize's output (a field with no
+    finite value in a slot is left out of that slot's `fields`)."""
+    out = []
+    counts = slot_records.tolist()
+    for s, n in enumerate(counts):
+        if not n:
+            continue
+        fields = {}
+        for j, row in enumerate(stats[s].tolist()[:len(field_names)]):
+            c = row[0]
+            if c:
+                fields[field_names[j]] = FieldStats(int(c), row[1] / c, row[2], row[3], row[4], row[5], row[6])
+        out.append(SlotTelemetry(slot=s, generation=generation, n_records=n, window_ns=window_ns, fields=fields))
+    return tuple(out)
 
 
 def summarize(batches: list[np.ndarray], field_names: tuple[str, ...], generation: int, since_ns: int,
               window_ns: int, quantile_fields: frozenset | None = None) -> tuple[tuple[SlotTelemetry, ...], int, int]:
-    """Summarise drained record batches. Returns (per-slot telemetry, records used, records skipped).
+    """Summarise drained record batches (rows of uint64 words, as `Segment.drain`/`poll` return
+    them). Returns (per-slot telemetry, records used, records skipped).
 
     since_ns: records stamped before this (CLOCK_MONOTONIC) are inside the settle time; skipped.
     quantile_fields: fields whose p50/p95/p99 are computed (None: all); the others carry NaN
@@ -29,28 +61,14 @@ def summarize(batches: list[np.ndarray], field_names: tuple[str, ...], generatio
     total = len(rows)
     if total == 0:
         return (), 0, 0
-    ok = (rows[:, 0] != 0) & (rows[:, 2] == np.uint64(generation)) & (rows[:, 1] >= np.uint64(max(since_ns, 0)))
-    rows = rows[ok]
-    used = len(rows)
-    if used == 0:
-        return (), 0, total
-    slots = (rows[:, 3] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    rows = np.ascontiguousarray(rows, dtype=np.uint64)
     nf = len(field_names)
-    vals = rows[:, RECORD_HEADER_WORDS:RECORD_HEADER_WORDS + nf].view(np.float64)
-    out = []
-    for s in np.unique(slots):
-        sel = vals[slots == s]
-        fields = {}
-        for j, name in enumerate(field_names):
-            col = sel[:, j]
-            col = col[np.isfinite(col)]
-            if col.size == 0:
-                continue
-            if quantile_fields is None or name in quantile_fields:
-                p50, p95, p99 = (float(v) for v in np.percentile(col, (50.0, 95.0, 99.0)))
-            else:
-                p50 = p95 = p99 = _NAN
-            fields[name] = FieldStats(int(col.size), float(col.mean()), float(col.min()), float(col.max()), p50, p95, p99)
-        out.append(SlotTelemetry(slot=int(s), generation=generation, n_records=int(len(sel)),
-                                 window_ns=window_ns, fields=fields))
-    return tuple(out), used, total - used
+    scratch = np.empty(total, dtype=np.float64)
+    slot_records = np.zeros(spec.MAX_SLOTS, dtype=np.uint64)
+    stats = np.zeros((spec.MAX_SLOTS, max(nf, 1), STAT_WORDS), dtype=np.float64)
+    used = lib.arqd_summarize(ffi.cast("uint64_t *", ffi.from_buffer("char[]", rows)), total, rows.shape[1], nf,
+                              generation, max(since_ns, 0), quantile_mask(field_names, quantile_fields),
+                              spec.MAX_SLOTS, ffi.cast("double *", ffi.from_buffer("char[]", scratch)),
+                              ffi.cast("uint64_t *", ffi.from_buffer("char[]", slot_records)),
+                              ffi.cast("double *", ffi.from_buffer("char[]", stats)))
+    return telemetry(slot_records, stats, field_names, generation, window_ns), used, total - used

@@ -500,10 +500,15 @@ class LedgerWriter:
         self._thread.start()
 
     # ---- hot path -------------------------------------------------------------------------
-    def submit(self, event: Any, ts_ns: int | None = None) -> bool:
+    def submit(self, event: Any, ts_ns: int | None = None, *, wake: bool = True) -> bool:
         """Queue ``event`` (a msgspec Struct, normally tagged) for the ledger. Never blocks, never
         does I/O. Returns False when the queue is full or the writer is closed: the event was NOT
         accepted and the caller must enter safe mode. ``ts_ns`` defaults to ``clock()`` now.
+
+        ``wake=False`` leaves an idle writer asleep: the caller promises to call ``wake()`` soon
+        (the decision loop does, once per cycle after its time-critical part, so the writer
+        thread does not take the GIL in the middle of a cycle). A writer that is not woken still
+        looks at the queue at least once a second.
 
         Fast path without the lock: deque.append/len are atomic under the GIL and only the writer
         removes items, so a racing writer can only make the queue look fuller, never overfull (with
@@ -523,10 +528,16 @@ class LedgerWriter:
                     self._hw_total += 1
         # The writer sets _idle *before* it checks the queue, so either it sees this item or we
         # see _idle and wake it: no lost wake-up, and no lock taken while it is busy writing.
-        if self._idle:
+        if wake and self._idle:
             with self._cond:
                 self._cond.notify()
         return True
+
+    def wake(self) -> None:
+        """Wake an idle writer (after ``submit(..., wake=False)``). Cheap when it is busy."""
+        if self._idle:
+            with self._cond:
+                self._cond.notify()
 
     # ---- status ---------------------------------------------------------------------------
     @property
@@ -561,6 +572,7 @@ class LedgerWriter:
         Returns False on timeout or if the writer stopped on a fatal error."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            self._cond.notify_all()   # events submitted with wake=False
             while self._q or self._inflight:
                 if self._fatal or not self._thread.is_alive():
                     return False

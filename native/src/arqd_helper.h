@@ -24,3 +24,35 @@ int64_t  arqd_drain(void *base, uint64_t rings_off, uint64_t stride, unsigned ri
 void     arqd_poll(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings, uint32_t cap,
                    uint32_t rec_words, uint64_t *out, uint64_t max_per_ring, int64_t *counts,
                    uint64_t now_ns, uint64_t lease_deadline_ns, uint64_t *state);
+
+/* ---- telemetry summaries (the daemon's per-cycle statistics, computed where the records are) ----
+ *
+ * stats is a [n_slots][n_fields][7] array of doubles: count, sum, min, max, p50, p95, p99 of the
+ * finite values of one field in one slot's records. A record is used when its sequence word is
+ * valid (non-zero), it ran under `generation`, its t_ns >= since_ns and its slot < n_slots;
+ * slot_records[s] counts the records used per slot (a record may have a NaN in some field).
+ * Quantiles (numpy's default "linear" method, bit for bit) are computed only for the fields whose
+ * bit is set in quantile_mask; the others get NaN there. sum is accumulated in record order, so
+ * the result depends on the records and their order only (deterministic); count/sum/min/max of
+ * two windows merge by addition and min/max. scratch must hold n doubles. Returns records used. */
+uint64_t arqd_summarize(const uint64_t *rows, uint64_t n, uint32_t rec_words, unsigned n_fields,
+                        uint64_t generation, uint64_t since_ns, uint64_t quantile_mask, unsigned n_slots,
+                        double *scratch, uint64_t *slot_records, double *stats);
+/* arqd_poll, then arqd_summarize over everything drained: the daemon's one call per cycle.
+ * Rings are drained back to back (ring r after ring r-1's records, so out must hold
+ * n_rings * cap records); counts[r] as in arqd_poll. Returns the number of records drained and
+ * *used receives the number summarised; if ring r's indices are corrupt, returns -(r + 1) and
+ * summarises nothing (the caller refuses the segment). */
+int64_t  arqd_poll_summarize(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings, uint32_t cap,
+                             uint32_t rec_words, uint64_t *out, int64_t *counts, uint64_t now_ns,
+                             uint64_t lease_deadline_ns, uint64_t *state, unsigned n_fields, uint64_t generation,
+                             uint64_t since_ns, uint64_t quantile_mask, unsigned n_slots, double *scratch,
+                             uint64_t *slot_records, double *stats, uint64_t *used);
+
+/* ---- cycle timer ----
+ * A CLOCK_MONOTONIC timerfd armed at absolute deadlines (ns): the event loop watches the fd,
+ * so each cycle costs one wake-up at ns precision (libuv timers have 1 ms resolution and
+ * often wake twice). arqd_timer_open also sets this thread's timer slack to 1 us. */
+int      arqd_timer_open(void);                 /* fd, or -errno */
+int      arqd_timer_arm(int fd, uint64_t deadline_ns);  /* 0 or -errno */
+uint64_t arqd_timer_ack(int fd);                /* expirations since the last ack (0 if none) */
