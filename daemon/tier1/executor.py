@@ -380,8 +380,9 @@ class _Exp:
         self.rules: list[str] = []       # the judge rule that passed each judged step
         self.failed: set[int] = set()    # probe arms stopped by an SLO breach (the others run on)
         self.window_ack_ns: Optional[int] = None   # probe: the ack that started the window
-        self.reset_phase()
         self.base_margin: dict[str, float] = {}
+        # The phase accumulators (`reset_phase`) are made by Executor._enter_phase, which every
+        # experiment runs right after construction.
 
     def reset_phase(self) -> None:
         self.wins: dict[tuple[str, str], _Win] = {}
@@ -816,14 +817,24 @@ class Executor:
         if logs is None:
             logs = st.__dict__["_logs"] = {}
         KT = ev.KnobTouch
+        one = len(arms) == 1
+        a0 = arms[0]
         for i, name, ri, min_iv, rate in self._limit_rows:
             bi = base[i]
-            moves = [(a[i] - bi) / ri for a in arms]
-            for m in moves:
-                if m != 0:
-                    break
+            if one:
+                m0 = (a0[i] - bi) / ri
+                if m0 == 0:
+                    continue   # this knob does not move
+                amax = m0 if m0 >= 0 else -m0
             else:
-                continue   # this knob does not move
+                moves = [(a[i] - bi) / ri for a in arms]
+                for m in moves:
+                    if m != 0:
+                        break
+                else:
+                    continue   # this knob does not move
+                m0 = moves[0]
+                amax = max(map(abs, moves))
             if rollout and thrash_until:
                 until = thrash_until.get(name, 0)
                 if until > now:
@@ -833,8 +844,8 @@ class Executor:
             hist = history.get(name)
             if hist:
                 lg = logs.get(name)
-                if lg is None or not lg.fresh(hist):
-                    lg = logs[name] = _KnobLog(hist)
+                if lg is None or not (lg.hist is hist and lg.last is hist[-1] and len(lg.times) == len(hist)):
+                    lg = logs[name] = _KnobLog(hist)   # stale (= not lg.fresh(hist))
                 times = lg.times
                 since = (now - times[-1]) / NS
                 if since < min_iv:
@@ -851,16 +862,23 @@ class Executor:
                               f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rate}")
             direction, move = 0, 0.0
             if rollout:
-                move = moves[0]
+                move = m0
                 direction = 1 if move > 0 else -1
                 self._check_reversal(now, i, name, move, direction, thrash)
-            cost = (moves[0] if moves[0] >= 0 else -moves[0]) if len(moves) == 1 else max(map(abs, moves))
-            cost *= share
+            cost = amax * share
             if lg is None:
                 spent = 0
             elif lg.ordered:
                 j = bisect_right(times, budget_cut)
-                approx, err = lg.spend_approx(j)
+                cum = lg.cum
+                if not lg.clean:            # lg.spend_approx(j), inlined
+                    approx = err = math.nan
+                elif j >= len(cum):
+                    approx = err = 0.0
+                else:
+                    hi = cum[-1]
+                    approx = hi - (cum[j - 1] if j else lg.cum0)
+                    err = 4.0 * (lg.n_run + len(lg.costs) + 4) * _U * hi
                 # The running sums settle the common case in O(1); near the limit (or to report a
                 # refusal) the spend is summed exactly as the scan did, so the decision and the
                 # reported value are bit-identical to it.
