@@ -7,6 +7,7 @@ observations. A per-arm change detector (``detector="ph"`` or ``"glr"``) restart
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -53,58 +54,88 @@ def check_drift_options(cfg, where: str) -> None:
 @register()
 class ArmStats(Saveable):
     """Per-arm weighted count n, reward sum s, sum of squares ss, feasible count fz and count of
-    feasibility verdicts fn, all float64 rows of one (5, n_arms) array so that discounting is one
-    multiply."""
+    feasibility verdicts fn.
+
+    Stored as Python float lists N, S, SS, FZ, FN (at ~10 arms a list loop costs less than one numpy
+    call) in units of 1/scale: the true value is stored * scale. Discounting every arm by gamma is then
+    one multiply of ``scale`` instead of five row multiplies; before scale underflows the rows are folded
+    back (multiplied by scale, scale = 1). Ratios (a mean s/n) need no scale at all. With a window the
+    scale stays 1 and the observation leaving the window is subtracted.
+    """
+
+    FOLD_BELOW = 1e-100  # fold the scale into the rows below this (1/scale stays far from overflow)
 
     def __init__(self, n_arms: int, discount: float, window: int):
-        self.data = np.zeros((5, n_arms))
+        k = int(n_arms)
+        self.N = [0.0] * k
+        self.S = [0.0] * k
+        self.SS = [0.0] * k
+        self.FZ = [0.0] * k
+        self.FN = [0.0] * k
+        self.scale = 1.0
         self.discount = float(discount)
         self.window = int(window)
         if self.window:
-            self.w_arm = np.full(self.window, -1, dtype=np.int64)
-            self.w_r = np.zeros(self.window)
-            self.w_f = np.full(self.window, -1.0)  # -1: no verdict
+            self.w_arm = [-1] * self.window
+            self.w_r = [0.0] * self.window
+            self.w_f = [-1.0] * self.window  # -1: no verdict
             self.w_pos = 0
 
-    # Row views (properties, so save/load never has to preserve aliasing).
-    n = property(lambda self: self.data[0])
-    s = property(lambda self: self.data[1])
-    ss = property(lambda self: self.data[2])
-    fz = property(lambda self: self.data[3])
-    fn = property(lambda self: self.data[4])
+    # True values as arrays (diagnostics, the driver, tests); the hot paths read the lists.
+    def _row(self, row: list) -> np.ndarray:
+        sc = self.scale
+        return np.array([v * sc for v in row])
+
+    n = property(lambda self: self._row(self.N))
+    s = property(lambda self: self._row(self.S))
+    ss = property(lambda self: self._row(self.SS))
+    fz = property(lambda self: self._row(self.FZ))
+    fn = property(lambda self: self._row(self.FN))
 
     def add(self, arm: int, r: float, feasible: bool | None) -> None:
-        f = -1.0 if feasible is None else float(bool(feasible))
-        d = self.data
+        f = -1.0 if feasible is None else (1.0 if feasible else 0.0)
         if self.discount < 1.0:
-            d *= self.discount
-        elif self.window:
-            p = self.w_pos
-            old = int(self.w_arm[p])
-            if old >= 0:
-                ro, fo = float(self.w_r[p]), float(self.w_f[p])
-                d[0, old] -= 1.0
-                d[1, old] -= ro
-                d[2, old] -= ro * ro
-                if fo >= 0:
-                    d[3, old] -= fo
-                    d[4, old] -= 1.0
-            self.w_arm[p], self.w_r[p], self.w_f[p] = arm, r, f
-            self.w_pos = (p + 1) % self.window
-        d[0, arm] += 1.0
-        d[1, arm] += r
-        d[2, arm] += r * r
+            sc = self.scale * self.discount
+            if sc < self.FOLD_BELOW:
+                self._fold(sc)
+                sc = 1.0
+            self.scale = sc
+            w = 1.0 / sc
+        else:
+            w = 1.0
+            if self.window:
+                p = self.w_pos
+                old = self.w_arm[p]
+                if old >= 0:
+                    ro, fo = self.w_r[p], self.w_f[p]
+                    self.N[old] -= 1.0
+                    self.S[old] -= ro
+                    self.SS[old] -= ro * ro
+                    if fo >= 0:
+                        self.FZ[old] -= fo
+                        self.FN[old] -= 1.0
+                self.w_arm[p], self.w_r[p], self.w_f[p] = arm, r, f
+                self.w_pos = (p + 1) % self.window
+        self.N[arm] += w
+        rw = r * w
+        self.S[arm] += rw
+        self.SS[arm] += r * rw
         if f >= 0:
-            d[3, arm] += f
-            d[4, arm] += 1.0
+            self.FZ[arm] += f * w
+            self.FN[arm] += w
+
+    def _fold(self, sc: float) -> None:
+        for row in (self.N, self.S, self.SS, self.FZ, self.FN):
+            row[:] = [v * sc for v in row]
 
     def reset_arm(self, arm: int) -> None:
-        self.data[:, arm] = 0.0
+        for row in (self.N, self.S, self.SS, self.FZ, self.FN):
+            row[arm] = 0.0
         if self.window:
-            self.w_arm[self.w_arm == arm] = -1
+            self.w_arm = [-1 if a == arm else a for a in self.w_arm]
 
     def total(self) -> float:
-        return float(self.data[0].sum())
+        return sum(self.N) * self.scale
 
 
 class Bandit(Budgeted, Saveable):
@@ -132,10 +163,11 @@ class Bandit(Budgeted, Saveable):
 
     def select(self, context=None, deadline: float | None = None, now: Now = None) -> int | NoChange:
         """Index of the arm to play next, or NoChange if the deadline would be overrun."""
-        nc = self._over_budget(deadline, now, self.select_cost, "select")
-        if nc is not None:
-            return nc
-        return int(self._select(self._context(context)))
+        if deadline is not None:
+            nc = self._over_budget(deadline, now, self.select_cost, "select")
+            if nc is not None:
+                return nc
+        return int(self._select(self._context(context) if self.contextual else None))
 
     def update(self, arm: int, reward: float, context=None, feasible: bool | None = None,
                deadline: float | None = None, now: Now = None) -> NoChange | None:
@@ -146,16 +178,22 @@ class Bandit(Budgeted, Saveable):
         r = float(reward)
         if r != r:
             return None
-        nc = self._over_budget(deadline, now, self.update_cost, "update")
-        if nc is not None:
-            return nc
-        x = self._context(context)
-        sig = self._signal(int(arm), r, x) if self.detectors is not None else r
-        self._update(int(arm), r, x, feasible)
+        if deadline is not None:
+            nc = self._over_budget(deadline, now, self.update_cost, "update")
+            if nc is not None:
+                return nc
+        arm = int(arm)
+        x = self._context(context) if self.contextual else None
+        if self.detectors is None:
+            self._update(arm, r, x, feasible)
+            self.t += 1
+            return None
+        sig = self._signal(arm, r, x)
+        self._update(arm, r, x, feasible)
         self.t += 1
-        if self.detectors is not None and self.detectors[arm].update(sig):
+        if self.detectors[arm].update(sig):
             self.restarts[arm] += 1
-            self._reset_arm(int(arm))
+            self._reset_arm(arm)
         return None
 
     def _context(self, context):
@@ -184,9 +222,8 @@ class Bandit(Budgeted, Saveable):
 
     def means(self) -> np.ndarray:
         """Current (discounted / windowed) mean reward per arm; NaN for an arm with no data."""
-        n = self.stats.n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, self.stats.s / np.where(n > 0, n, 1.0), np.nan)
+        st = self.stats
+        return np.array([s / n if n > 0 else math.nan for n, s in zip(st.N, st.S)])
 
 
 def parse_bandit_options(cfg_type, options, where):

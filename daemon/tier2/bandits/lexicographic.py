@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..core import register, register_struct
+from ..core import Draws, register, register_struct
 from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
 from .thompson import _gauss_draw, pooled_var
 
@@ -40,6 +40,7 @@ class Lexicographic(Bandit):
         if not (0.0 < cfg.feasible_rate < 1.0):
             raise ValueError(f"lexicographic.feasible_rate: expected 0 < rate < 1, got {cfg.feasible_rate}")
         self._init_bandit(n_arms, seed, cfg, clock)
+        self.draws = Draws()
         self.fallbacks = 0
 
     def feasibility(self) -> tuple[np.ndarray, np.ndarray]:
@@ -57,29 +58,34 @@ class Lexicographic(Bandit):
         return 0.5 * (1.0 + _erf(zz / np.sqrt(2.0)))
 
     def _select(self, _x) -> int:
-        cfg, d = self.cfg, self.stats.data
+        cfg, st = self.cfg, self.stats
         k = self.n_arms
-        ab = np.empty(2 * k)
-        np.add(d[3], cfg.prior_feasible, out=ab[:k])
-        np.subtract(d[4], d[3], out=ab[k:])
-        ab[k:] += cfg.prior_infeasible
-        g = self.rng.standard_gamma(ab).tolist()  # Beta(a, b) = Ga / (Ga + Gb), one call for all variants
-        # Python floats from here (same IEEE operations per element as the array form, fewer calls).
-        draw = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
+        rng, draws = self.rng, self.draws
+        # Python floats throughout: at ~10 variants a list loop costs less than one numpy call.
+        sc, pf, pi = st.scale, cfg.prior_feasible, cfg.prior_infeasible
+        FZ = st.FZ
+        a = [pf + z * sc for z in FZ]
+        b = [pi + (n - z) * sc for n, z in zip(st.FN, FZ)]
+        g = draws.gammas(rng, a + b)  # Beta(a, b) = Ga / (Ga + Gb)
+        try:
+            draw = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
+        except ZeroDivisionError:  # both gammas underflowed (priors << 1): the posterior mean decides
+            draw = [ga / (ga + gb) if ga + gb > 0.0 else aa / (aa + bb)
+                    for ga, gb, aa, bb in zip(g[:k], g[k:], a, b)]
         fr = cfg.feasible_rate
         eligible = [x >= fr for x in draw]
         if cfg.min_feasible_prob > 0.0:
             mp = cfg.min_feasible_prob
             eligible = [e and f >= mp for e, f in zip(eligible, self.feasible_prob().tolist())]
         # Quality draw (always taken, so the RNG stream does not depend on eligibility).
-        s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(self.stats, cfg.prior_var, k)
-        q = _gauss_draw(d, s2, cfg.prior_mean, cfg.prior_var, self.rng.standard_normal(k))
-        if any(eligible):
-            return argmax_list([v if e else -math.inf for v, e in zip(q, eligible)])
+        s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(st, cfg.prior_var, k)
+        q = _gauss_draw(st, s2, cfg.prior_mean, cfg.prior_var, draws.normals(rng, k))
+        if True in eligible:
+            ninf = -math.inf
+            return argmax_list([v if e else ninf for v, e in zip(q, eligible)])
         self.fallbacks += 1
         # Most likely feasible; the draw only breaks exact ties.
-        abl = ab.tolist()
-        return argmax_list([a / (a + b) + 1e-9 * x for a, b, x in zip(abl[:k], abl[k:], draw)])
+        return argmax_list([aa / (aa + bb) + 1e-9 * x for aa, bb, x in zip(a, b, draw)])
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

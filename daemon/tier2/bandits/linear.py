@@ -7,14 +7,15 @@ uncertainty; A_a >= lambda I always holds, so the inverses stay bounded.
 """
 from __future__ import annotations
 
+import math
 
 import msgspec
 import numpy as np
 
-from ..core import eigh, register, register_struct
+from ..core import Draws, eigh, register, register_struct
 from .base import Bandit, parse_bandit_options
 
-_sum = np.add.reduce
+_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
 
 
 @register_struct
@@ -29,7 +30,24 @@ class LinearConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class _LinearArms(Bandit):
+    """Per-arm ridge regressions, exact in two representations (chosen by ``discount``; select() needs,
+    per arm, mu_a = x.theta_a and x'A_a^{-1}x, for every arm at every step):
+
+    discount = 1: the inverse P_a = A_a^{-1} and theta_a, kept together as E[a] = [P_a; theta_a']
+        ((d + 1) x d). An update is a Sherman-Morrison / recursive-least-squares step on the played arm
+        (no solve, no decomposition), and select() is one batched matvec V = E x plus one dot.
+
+    discount < 1: A_a = ridge I + scale * G_a and b_a = scale * h_a with ``scale`` = gamma^t shared by
+        every arm, so discounting all arms is one multiply of scale (folded back into G, h, m, c before
+        it underflows). The ridge term is not discounted, so A_a^{-1} changes for every arm at every
+        step: it is taken from the eigendecomposition G_a = U_a diag(m_a) U_a' (c_a = U_a' h_a), valid
+        for any scale: with z = U_a' x and w = m_a + ridge / scale,
+            x.theta_a = sum(z c_a / w)      x'A_a^{-1}x = sum(z^2 / w) / scale.
+        Only the played arm is re-diagonalised (one d x d eigh) per update.
+    """
+
     contextual = True
+    FOLD_BELOW = 1e-100  # fold scale into G, h, m and c below this (1/scale stays far from overflow)
 
     def _init_linear(self, n_arms, seed, cfg, clock):
         if cfg.dim < 1:
@@ -42,50 +60,90 @@ class _LinearArms(Bandit):
             raise ValueError(f"{self.kind}.ridge: expected > 0, got {cfg.ridge}")
         self._init_bandit(n_arms, seed, cfg, clock, stats=False)
         self.dim = d = cfg.dim
-        # A_a = ridge I + M_a with M_a = U_a diag(m_a) U_a' (the discounted data part). Discounting every
-        # arm is then m *= gamma and c *= gamma (c_a = U_a' b_a): no per-step inverse of every arm; only
-        # the played arm is re-diagonalised (one d x d eigh).
-        self.U = np.repeat(np.eye(d)[None], self.n_arms, axis=0)
-        self.m = np.zeros((self.n_arms, d))
-        self.b = np.zeros((self.n_arms, d))
-        self.c = np.zeros((self.n_arms, d))
-        self.plays = np.zeros(self.n_arms)
+        k = self.n_arms
+        self.scale = 1.0  # stays 1 without discount
+        self.plays = [0] * k
+        self.discounted = cfg.discount < 1.0
+        if not self.discounted:
+            self.E = np.zeros((k, d + 1, d))
+            self.E[:, :d] = np.eye(d) / cfg.ridge
+            self.xe = np.zeros(d + 1)  # scratch: [x, 0], so that V @ xe = x'P x per arm
+        else:
+            self.G = np.zeros((k, d, d))
+            self.U = np.repeat(np.eye(d)[None], k, axis=0)
+            self.m = np.zeros((k, d))
+            self.h = np.zeros((k, d))
+            self.c = np.zeros((k, d))
+
+    def _scores(self, x) -> tuple[list, list]:
+        """(x.theta_a, scale * x'A_a^{-1}x) per arm, as lists."""
+        if not self.discounted:
+            V = self.E @ x  # (k, d + 1): [P_a x, x.theta_a]
+            xe = self.xe
+            xe[:-1] = x
+            return V[:, -1].tolist(), (V @ xe).tolist()
+        z = x @ self.U  # (k, d): U_a' x
+        zw = z / (self.m + self.cfg.ridge / self.scale)
+        return _sum(zw * self.c, 1).tolist(), _sum(zw * z, 1).tolist()
 
     def _signal(self, arm, r, x) -> float:
-        return r - float(self.predict_arm(arm, x))
+        return r - self.predict_arm(arm, x)
 
     def predict_arm(self, arm: int, x) -> float:
-        z = self.U[arm].T @ x
-        return float((z * self.c[arm]) @ (1.0 / (self.cfg.ridge + self.m[arm])))
+        if not self.discounted:
+            return float(self.E[arm, -1] @ x)
+        z = x @ self.U[arm]
+        return float(_sum(z * self.c[arm] / (self.m[arm] + self.cfg.ridge / self.scale)))
 
     def _update(self, arm, r, x, feasible) -> None:
-        g = self.cfg.discount
-        if g < 1.0:
-            self.m *= g
-            self.c *= g
-            self.b *= g
-        U = self.U[arm]
-        M = (U * self.m[arm]) @ U.T
-        M += x[:, None] * x
-        ev, U = eigh(M)
-        self.m[arm] = np.maximum(ev, 0.0)
-        self.U[arm] = U
-        self.b[arm] += r * x
-        self.c[arm] = U.T @ self.b[arm]
         self.plays[arm] += 1
+        if not self.discounted:
+            # Recursive least squares: v = P x, den = 1 + x'P x; P -= v v' / den;
+            # theta += (r - x.theta) / den * v (= P_new (b + r x), without keeping b).
+            Ea = self.E[arm]
+            P, th = Ea[:-1], Ea[-1]
+            v = P @ x
+            den = 1.0 + float(v @ x)
+            err = r - float(th @ x)
+            w = v * (1.0 / math.sqrt(den))  # w w' = v v' / den, exactly symmetric
+            P -= np.multiply.outer(w, w)
+            th += (err / den) * v
+            return
+        s = self.scale * self.cfg.discount
+        if s < self.FOLD_BELOW:
+            self.G *= s
+            self.m *= s
+            self.h *= s
+            self.c *= s
+            s = 1.0
+        self.scale = s
+        inv = 1.0 / s
+        xs = x * math.sqrt(inv)  # G += xs xs' = x x' / scale, exactly symmetric
+        G = self.G[arm]
+        G += np.multiply.outer(xs, xs)
+        ev, U = eigh(G)
+        np.maximum(ev, 0.0, out=self.m[arm])
+        self.U[arm] = U
+        h = self.h[arm]
+        h += (r * inv) * x
+        np.matmul(h, U, out=self.c[arm])
 
     def _reset_arm(self, arm) -> None:
-        self.U[arm] = np.eye(self.dim)
+        d = self.dim
+        if not self.discounted:
+            self.E[arm, :d] = np.eye(d) / self.cfg.ridge
+            self.E[arm, d] = 0.0
+            return
+        self.U[arm] = np.eye(d)
+        self.G[arm] = 0.0
         self.m[arm] = 0.0
-        self.b[arm] = 0.0
+        self.h[arm] = 0.0
         self.c[arm] = 0.0
 
-    def _mean_sd(self, x):
-        z = x @ self.U  # (n_arms, d): U_a' x for every arm
-        w = 1.0 / (self.cfg.ridge + self.m)
-        zw = z * w
-        # np.add.reduce is what .sum(1) runs, without its Python wrapper.
-        return _sum(zw * self.c, 1), np.sqrt(_sum(zw * z, 1))
+    def _mean_sd(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """(x.theta_a, sqrt(x'A_a^{-1}x)) per arm."""
+        mu, q = self._scores(x)
+        return np.array(mu), np.sqrt(np.maximum(np.array(q), 0.0) / self.scale)
 
     def means(self) -> np.ndarray:
         raise TypeError(f"{self.kind}: means depend on the context; use predict(context)")
@@ -103,8 +161,16 @@ class LinUCB(_LinearArms):
         self._init_linear(n_arms, seed, parse_bandit_options(LinearConfig, options, "linucb"), clock)
 
     def _select(self, x) -> int:
-        mu, sd = self._mean_sd(x)
-        return int((mu + self.cfg.alpha * sd).argmax())
+        mu, q = self._scores(x)
+        c = self.cfg.alpha / math.sqrt(self.scale)
+        sqrt = math.sqrt
+        best, bv = 0, -math.inf
+        for a in range(self.n_arms):
+            qa = q[a]
+            v = mu[a] + c * sqrt(qa if qa > 0.0 else 0.0)
+            if v > bv:
+                best, bv = a, v
+        return best
 
 
 @register("lints")
@@ -115,7 +181,17 @@ class LinTS(_LinearArms):
 
     def __init__(self, n_arms, seed, clock=None, **options):
         self._init_linear(n_arms, seed, parse_bandit_options(LinearConfig, options, "lints"), clock)
+        self.draws = Draws()
 
     def _select(self, x) -> int:
-        mu, sd = self._mean_sd(x)
-        return int((mu + self.cfg.alpha * sd * self.rng.standard_normal(self.n_arms)).argmax())
+        mu, q = self._scores(x)
+        z = self.draws.normals(self.rng, self.n_arms)
+        c = self.cfg.alpha / math.sqrt(self.scale)
+        sqrt = math.sqrt
+        best, bv = 0, -math.inf
+        for a in range(self.n_arms):
+            qa = q[a]
+            v = mu[a] + c * sqrt(qa if qa > 0.0 else 0.0) * z[a]
+            if v > bv:
+                best, bv = a, v
+        return best

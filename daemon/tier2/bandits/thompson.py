@@ -3,13 +3,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..core import register, register_struct
+from ..core import Draws, register, register_struct
 from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
-
-# np.add.reduce is what ndarray.sum() runs, without its Python-level wrapper.
-_sum = np.add.reduce
 
 
 @register_struct
@@ -30,24 +25,27 @@ class BetaThompson(Bandit):
         if cfg.prior_alpha <= 0 or cfg.prior_beta <= 0:
             raise ValueError("thompson.prior_alpha/prior_beta: expected > 0")
         self._init_bandit(n_arms, seed, cfg, clock)
+        self.draws = Draws()
 
     def _select(self, _x) -> int:
         st, cfg = self.stats, self.cfg
+        sc, pa, pb = st.scale, cfg.prior_alpha, cfg.prior_beta
+        S = st.S
+        a = [pa + s * sc for s in S]
+        b = [pb + (n - s) * sc for n, s in zip(st.N, S)]
+        # Beta(a, b) = Ga / (Ga + Gb), both gammas from the buffered stream (Draws.gammas).
+        g = self.draws.gammas(self.rng, a + b)
         k = self.n_arms
-        ab = np.empty(2 * k)
-        np.add(cfg.prior_alpha, st.s, out=ab[:k])
-        np.subtract(st.n, st.s, out=ab[k:])
-        ab[k:] += cfg.prior_beta
-        # Beta(a, b) = Ga / (Ga + Gb): one gamma call for both halves costs less than Generator.beta.
-        g = self.rng.standard_gamma(ab).tolist()
-        # Python floats from here: the same IEEE divisions as the array code, fewer calls.
-        theta = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
+        try:
+            theta = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
+        except ZeroDivisionError:  # both gammas underflowed (shapes << 1): the posterior mean decides
+            theta = [ga / (ga + gb) if ga + gb > 0.0 else aa / (aa + bb)
+                     for ga, gb, aa, bb in zip(g[:k], g[k:], a, b)]
         if cfg.optimistic:
-            abl = ab.tolist()
-            for i, (a, b) in enumerate(zip(abl[:k], abl[k:])):
-                m = a / (a + b)
-                t = theta[i]
-                theta[i] = t if (t >= m or t != t) else m   # np.maximum, NaN passing through
+            for i in range(k):
+                m = a[i] / (a[i] + b[i])
+                if theta[i] < m:
+                    theta[i] = m
         return argmax_list(theta)
 
     def _update(self, arm, r, x, feasible) -> None:
@@ -75,6 +73,7 @@ class GaussianThompson(Bandit):
         if cfg.prior_var <= 0:
             raise ValueError(f"gaussian_thompson.prior_var: expected > 0, got {cfg.prior_var}")
         self._init_bandit(n_arms, seed, cfg, clock)
+        self.draws = Draws()
 
     def noise_var(self) -> float:
         if self.cfg.noise_var is not None:
@@ -82,19 +81,20 @@ class GaussianThompson(Bandit):
         return pooled_var(self.stats, self.cfg.prior_var, self.n_arms)
 
     def _select(self, _x) -> int:
-        cfg, d = self.cfg, self.stats.data
-        s2 = self.noise_var()
-        return argmax_list(_gauss_draw(d, s2, cfg.prior_mean, cfg.prior_var, self.rng.standard_normal(self.n_arms)))
+        cfg, st = self.cfg, self.stats
+        z = self.draws.normals(self.rng, self.n_arms)
+        return argmax_list(_gauss_draw(st, self.noise_var(), cfg.prior_mean, cfg.prior_var, z))
 
 
-def _gauss_draw(d, s2: float, prior_mean: float, prior_var: float, z) -> list[float]:
-    """Posterior draws mean + sd * z per arm, on Python floats, each element through the same IEEE
-    operations as the array form: prec = n/s2 + 1/pv; sd = 1/sqrt(prec);
-    mean = (s/s2 + pm/pv) * (sd * sd)."""
-    inv_s2, inv_pv, pm = 1.0 / s2, 1.0 / prior_var, prior_mean / prior_var
+def _gauss_draw(st, s2: float, prior_mean: float, prior_var: float, z: list) -> list[float]:
+    """Posterior draw mean + sd * z per arm (Python floats, ArmStats lists): prec = n/s2 + 1/pv;
+    sd = 1/sqrt(prec); mean = (s/s2 + pm/pv) * sd^2."""
+    sc = st.scale
+    inv_s2, inv_pv, pm = sc / s2, 1.0 / prior_var, prior_mean / prior_var
+    sqrt = math.sqrt
     out = []
-    for n, s, zz in zip(d[0].tolist(), d[1].tolist(), z.tolist()):
-        sd = 1.0 / math.sqrt(n * inv_s2 + inv_pv)
+    for n, s, zz in zip(st.N, st.S, z):
+        sd = 1.0 / sqrt(n * inv_s2 + inv_pv)
         out.append((s * inv_s2 + pm) * (sd * sd) + sd * zz)
     return out
 
@@ -102,10 +102,11 @@ def _gauss_draw(d, s2: float, prior_mean: float, prior_var: float, z) -> list[fl
 def pooled_var(st, prior_var: float, k: int) -> float:
     """Reward noise variance pooled over arms (weighted residual sum of squares / weight), floored;
     the prior variance until there are two observations per arm."""
-    d = st.data
-    n = float(_sum(d[0]))
+    sc = st.scale
+    N = st.N
+    n = sum(N) * sc
     if n < 2 * k:
         return prior_var
-    # s^2 / max(n, tiny): an arm without data has s = 0, so its term is 0 without a divide warning.
-    resid = float(_sum(d[2])) - float(_sum(d[1] * d[1] / np.maximum(d[0], 1e-300)))
+    # Per arm ss - s^2 / n; an arm without data has s = ss = 0 (the tiny floor avoids 0 / 0).
+    resid = sum([q - s * s / (m if m > 1e-300 else 1e-300) for m, s, q in zip(N, st.S, st.SS)]) * sc
     return max(resid / n, 1e-6 * prior_var)

@@ -6,10 +6,7 @@ import math
 import numpy as np
 
 from ..core import register, register_struct
-from .base import Bandit, BanditOptions, parse_bandit_options
-
-
-_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
+from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
 
 
 def _kl_index(p: float, budget: float, q: float, steps: int, log=math.log, log1p=math.log1p) -> float:
@@ -46,12 +43,15 @@ class UCB1(Bandit):
 
     def _select(self, _x) -> int:
         st = self.stats
-        n = st.n
-        if n.min() < 1e-9:
-            return int(n.argmin())
-        total = max(float(_sum(n)), 1.0)
-        idx = st.s / n + (self.cfg.explore * self.cfg.scale) * np.sqrt(2.0 * math.log(total) / n)
-        return int(idx.argmax())
+        N, S, sc = st.N, st.S, st.scale
+        mn = min(N)
+        if mn * sc < 1e-9:
+            return N.index(mn)
+        # Python floats: ten arms cost less than one numpy call. s/n needs no scale (it cancels).
+        lt = 2.0 * math.log(max(sum(N) * sc, 1.0)) / sc
+        c = self.cfg.explore * self.cfg.scale
+        sqrt = math.sqrt
+        return argmax_list([s / n + c * sqrt(lt / n) for n, s in zip(N, S)])
 
 
 @register_struct
@@ -62,8 +62,8 @@ class KLUCBConfig(BanditOptions):
 
 @register("klucb")
 class KLUCB(Bandit):
-    """KL-UCB for rewards in [0, 1]: the largest q with n_a kl(p_a, q) <= ln N + c ln ln N, found by a
-    fixed number of vectorised bisection steps (constant cost, no data-dependent loops)."""
+    """KL-UCB for rewards in [0, 1]: play the arm with the largest index, the largest q with
+    n_a kl(p_a, q) <= ln N + c ln ln N (Newton from above, at most ``newton_steps`` iterations)."""
 
     def __init__(self, n_arms, seed, clock=None, **options):
         cfg = parse_bandit_options(KLUCBConfig, options, "klucb")
@@ -77,33 +77,64 @@ class KLUCB(Bandit):
 
     def _select(self, _x) -> int:
         st = self.stats
-        n = st.n
-        if n.min() < 1e-9:
-            return int(n.argmin())
-        total = max(float(_sum(n)), 2.0)
+        N, S, sc = st.N, st.S, st.scale
+        mn = min(N)
+        if mn * sc < 1e-9:
+            return N.index(mn)
+        total = max(sum(N) * sc, 2.0)
         log_t = math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))
-        p_all = (st.s / n).tolist()
-        budgets = (log_t / n).tolist()
+        lt = log_t / sc
         qs, ps, bs = self.q_cache, self.p_cache, self.b_cache
-        steps = self.cfg.newton_steps
-        best_a, best_q = 0, -1.0
+        sqrt = math.sqrt
+        # An upper bound on every arm's index first. q(beta) is concave (kl(p, .) is convex), so the
+        # tangent at an arm's last solution (same p, older budget) bounds it from above to within
+        # O(dbeta^2); otherwise Pinsker's p + sqrt(beta / 2). Only arms whose bound beats the best
+        # exact index so far are solved, in decreasing order of bound: usually one or two Newton solves
+        # instead of one per arm, and the choice is the argmax of the exact indices all the same.
+        ub, pl, bl = [], [], []
         for a in range(self.n_arms):
-            p = min(max(p_all[a], 1e-9), 1 - 1e-9)
-            beta = budgets[a]
-            pinsker = min(p + math.sqrt(beta / 2.0), 1.0 - 1e-9)  # kl(p, q) >= 2 (q - p)^2
-            q0 = pinsker
+            n = N[a]
+            p = S[a] / n
+            p = 1e-9 if p < 1e-9 else (1 - 1e-9 if p > 1 - 1e-9 else p)
+            beta = lt / n
+            u = p + sqrt(beta * 0.5)
+            if u > 1.0 - 1e-9:
+                u = 1.0 - 1e-9
             qc = qs[a]
             if qc > p and abs(p - ps[a]) < 1e-12:
-                # q(beta) is concave, so its tangent at the cached solution bounds it from above: a
-                # Newton start that is already within O(dbeta^2) of the root (usually 0-1 steps).
-                q0 = min(qc + (beta - bs[a]) * qc * (1 - qc) / (qc - p), pinsker)
-                if q0 <= p:
-                    q0 = pinsker
-            q = _kl_index(p, beta, q0, steps)
-            qs[a], ps[a], bs[a] = q, p, beta
-            if q > best_q:
+                t = qc + (beta - bs[a]) * qc * (1 - qc) / (qc - p)
+                if p < t < u:
+                    u = t
+            ub.append(u)
+            pl.append(p)
+            bl.append(beta)
+        steps = self.cfg.newton_steps
+        best_a, best_q = 0, -1.0
+        for a in sorted(range(self.n_arms), key=ub.__getitem__, reverse=True):
+            if ub[a] <= best_q:
+                break  # neither this arm nor any later one can beat best_q
+            q = _kl_index(pl[a], bl[a], ub[a], steps)
+            qs[a], ps[a], bs[a] = q, pl[a], bl[a]
+            if q > best_q or (q == best_q and a < best_a):
                 best_a, best_q = a, q
         return best_a
+
+    def indices(self) -> np.ndarray:
+        """(n_arms,) KL-UCB index of every arm (diagnostics; select() solves only the arms it needs).
+        inf for an arm with no data."""
+        st = self.stats
+        N, S, sc = st.N, st.S, st.scale
+        total = max(sum(N) * sc, 2.0)
+        log_t = math.log(total) + self.cfg.c * math.log(max(math.log(total), 1e-9))
+        out = []
+        for n, s in zip(N, S):
+            if n * sc < 1e-9:
+                out.append(math.inf)
+                continue
+            p = min(max(s / n, 1e-9), 1 - 1e-9)
+            beta = log_t / (n * sc)
+            out.append(self._index(p, beta, min(p + math.sqrt(beta / 2.0), 1.0 - 1e-9)))
+        return np.array(out)
 
     def _index(self, p: float, budget: float, q: float) -> float:
         """Largest q with kl(p, q) <= budget (see _kl_index)."""

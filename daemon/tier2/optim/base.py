@@ -85,9 +85,10 @@ class BoxOptimizer(Budgeted, Saveable):
         same pending round (idempotent), so a retried request never draws new randomness."""
         if self.pending is not None:
             return self.to_user(self.pending)
-        nc = self._over_budget(deadline, now, self.ask_cost, "ask")
-        if nc is not None:
-            return nc
+        if deadline is not None:
+            nc = self._over_budget(deadline, now, self.ask_cost, "ask")
+            if nc is not None:
+                return nc
         self.pending = self._ask()
         return self.to_user(self.pending)
 
@@ -108,9 +109,10 @@ class BoxOptimizer(Budgeted, Saveable):
             if v != v:
                 self.reject()
                 return None
-        nc = self._over_budget(deadline, now, self.tell_cost, "tell")
-        if nc is not None:
-            return nc
+        if deadline is not None:
+            nc = self._over_budget(deadline, now, self.tell_cost, "tell")
+            if nc is not None:
+                return nc
         self._tell(yv)
         self.pending = None
         self.rounds += 1

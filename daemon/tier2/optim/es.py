@@ -7,7 +7,7 @@ import msgspec
 import numpy as np
 
 from ..change import make_detector
-from ..core import register, register_struct
+from ..core import Draws, register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
 _sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
@@ -50,12 +50,14 @@ class AntitheticES(BoxOptimizer):
                 f"{cfg.sigma_min}, {cfg.sigma0}, {cfg.sigma_max}"
             )
         self.cfg = cfg
+        self.draws = Draws()
         self.m = self.z0.copy()
         self.sigma = cfg.sigma0
         self.eps = np.zeros((cfg.pairs, self.d))
+        self.sq = [0.0] * cfg.pairs  # |eps_i|^2 / d - 1 per pair, computed with the draw
         n = 2 * cfg.pairs
         # Centred ranks, precomputed: the i-th best of n gets util[i].
-        self.util = 0.5 - np.arange(n) / (n - 1)
+        self.util = (0.5 - np.arange(n) / (n - 1)).tolist()
         self.changes = 0
         self.detector = make_detector(cfg.detector, direction=1, threshold=cfg.detector_threshold)
 
@@ -64,10 +66,11 @@ class AntitheticES(BoxOptimizer):
         return 2 * self.cfg.pairs
 
     def _ask(self) -> np.ndarray:
-        p = self.cfg.pairs
-        self.eps = self.rng.standard_normal((p, self.d))
-        z = np.empty((2 * p, self.d))
-        se = self.sigma * self.eps
+        p, d = self.cfg.pairs, self.d
+        self.eps = eps = self.draws.normal_array(self.rng, p * d).reshape(p, d)
+        self.sq = (_sum(eps * eps, 1) / d - 1.0).tolist()
+        se = eps * self.sigma
+        z = np.empty((2 * p, d))
         np.add(self.m, se, out=z[:p])
         np.subtract(self.m, se, out=z[p:])
         return clip_(z, 0.0, 1.0)
@@ -79,15 +82,18 @@ class AntitheticES(BoxOptimizer):
         # Ranks on Python floats: sorted() is stable like argsort(kind="stable") (no NaN reaches here).
         order = sorted(range(2 * p), key=ys.__getitem__)
         w = [0.0] * (2 * p)
-        for u, i in zip(self.util.tolist(), order):
+        for u, i in zip(self.util, order):
             w[i] = u
         wp, wm = w[:p], w[p:]
-        # The two products stay numpy (BLAS order of summation); their inputs are the same numbers.
-        self.m += (cfg.lr * self.sigma / p) * (np.array([a - b for a, b in zip(wp, wm)]) @ self.eps)
+        # Mean step: one (p,) @ (p, d) product; log-sigma step on Python floats.
+        f = cfg.lr * self.sigma / p
+        self.m += np.array([(a - b) * f for a, b in zip(wp, wm)]) @ self.eps
         clip_(self.m, 0.0, 1.0)
-        sq = _sum(self.eps * self.eps, 1) / self.d - 1.0
-        self.sigma *= math.exp(cfg.lr_sigma * float(np.array([a + b for a, b in zip(wp, wm)]) @ sq) / p)
-        self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
+        g = 0.0
+        for a, b, q in zip(wp, wm, self.sq):
+            g += (a + b) * q
+        sigma = self.sigma * math.exp(cfg.lr_sigma * g / p)
+        self.sigma = min(max(sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * (ys[order[p - 1]] + ys[order[p]])):  # median
             self.changes += 1
             self.sigma = max(self.sigma, cfg.sigma0)

@@ -1,10 +1,12 @@
 """PBT-lite: a small population; the worst members copy the best and explore with bounded moves."""
 from __future__ import annotations
 
+import math
+
 import msgspec
 import numpy as np
 
-from ..core import register, register_struct
+from ..core import Draws, register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
 
@@ -43,7 +45,10 @@ class PBTLite(BoxOptimizer):
             self.z0 + self.rng.uniform(-cfg.init_spread, cfg.init_spread, (cfg.pool, self.d)), 0.0, 1.0
         )
         self.members[0] = self.z0  # the start point itself is always in the pool
-        self.scores = np.full(cfg.pool, np.nan)
+        self.draws = Draws()
+        # EMA score per member (Python floats: 8 members cost less than one numpy call); NaN = not
+        # measured yet.
+        self.scores = [math.nan] * cfg.pool
         self.n_swap = max(1, int(round(cfg.fraction * cfg.pool)))
 
     @property
@@ -51,29 +56,31 @@ class PBTLite(BoxOptimizer):
         return self.cfg.pool
 
     def _ask(self) -> np.ndarray:
-        return self.members.copy()
+        return self.members  # read only until tell(), which replaces rows after pending is cleared
 
     def _tell(self, y: np.ndarray) -> None:
         cfg = self.cfg
-        fresh = np.isnan(self.scores)
-        if fresh.any():
-            self.scores = np.where(fresh, y, self.scores + cfg.score_rate * (y - self.scores))
-        else:
-            self.scores += cfg.score_rate * (y - self.scores)
+        r = cfg.score_rate
+        # s != s: a member without a score yet takes the measurement as it is.
+        self.scores = sc = [v if s != s else s + r * (v - s) for s, v in zip(self.scores, y.tolist())]
         if (self.rounds + 1) % cfg.interval:
             return
-        order = np.argsort(self.scores, kind="stable")
-        top, bottom = order[: self.n_swap], order[-self.n_swap:]
-        # Uniform parent indices from floats: Generator.integers costs several times more per call.
-        parents = top[(self.rng.random(self.n_swap) * self.n_swap).astype(np.intp)]
-        move = self.rng.standard_normal((self.n_swap, self.d))
-        move *= cfg.explore_sigma
+        ns = self.n_swap
+        order = sorted(range(cfg.pool), key=sc.__getitem__)  # stable, like argsort(kind="stable")
+        top, bottom = order[:ns], order[-ns:]
+        # Parents uniform over the top; moves N(0, explore_sigma), clipped to explore_max, then the box.
+        parents = [top[int(u * ns)] for u in self.draws.uniforms(self.rng, ns)]
+        move = self.draws.normal_array(self.rng, ns * self.d).reshape(ns, self.d) * cfg.explore_sigma
         clip_(move, -cfg.explore_max, cfg.explore_max)
         move += self.members[parents]
         self.members[bottom] = clip_(move, 0.0, 1.0)
-        self.scores[bottom] = self.scores[parents]
+        for b, p in zip(bottom, parents):
+            sc[b] = sc[p]
 
     def _best(self) -> np.ndarray:
-        if np.isnan(self.scores).all():
+        sc = self.scores
+        if all(s != s for s in sc):
             return self.members[0].copy()
-        return self.members[int(np.nanargmin(self.scores))].copy()
+        # np.nanargmin: the first minimum among the measured members.
+        best = min((i for i in range(len(sc)) if sc[i] == sc[i]), key=sc.__getitem__)
+        return self.members[best].copy()

@@ -7,7 +7,7 @@ import msgspec
 import numpy as np
 
 from ..change import make_detector
-from ..core import register, register_struct
+from ..core import Draws, register, register_struct
 from .base import BoxOptimizer, parse_options
 
 
@@ -54,7 +54,10 @@ class SPSA(BoxOptimizer):
         if cfg.max_step <= 0:
             raise ValueError(f"spsa.max_step: expected > 0, got {cfg.max_step}")
         self.cfg = cfg
-        self.theta = self.z0.copy()
+        self.draws = Draws()
+        # Iterate, perturbation and averages are Python float lists: at d <= 16 one numpy call (or a
+        # list <-> array conversion) costs more than the whole element loop.
+        self.th = self.z0.tolist()
         self.k = 0
         self.A = max(1.0, cfg.A_frac * cfg.iterations)
         self.a = cfg.a
@@ -63,21 +66,26 @@ class SPSA(BoxOptimizer):
         self.tracking = bool(cfg.tracking)
         self.changes = 0
         self.detector = make_detector(cfg.detector, direction=1, threshold=cfg.detector_threshold)
-        self.delta = np.zeros(self.d)
+        self.delta = [0.0] * self.d
         self.ck = 0.0
         self._reset_average()
+
+    @property
+    def theta(self) -> np.ndarray:
+        """(d,) current iterate, normalised units."""
+        return np.array(self.th)
 
     @property
     def batch_size(self) -> int:
         return 2
 
     def _reset_average(self) -> None:
-        self.avg_cur = np.zeros(self.d)
+        self.avg_cur = [0.0] * self.d
         self.n_cur = 0
-        self.avg_prev = np.zeros(self.d)
+        self.avg_prev = [0.0] * self.d
         self.n_prev = 0
         self.epoch_start = max(self.k, 1)
-        self.ema = self.theta.copy()
+        self.ema = list(self.th)
 
     def gains(self) -> tuple[float, float]:
         """(a_k, c_k) for the next round, normalised units."""
@@ -86,19 +94,16 @@ class SPSA(BoxOptimizer):
         a = self.a if self.a is not None else cfg.initial_step * (self.A + 1.0) ** cfg.alpha
         return a / (kk + 1.0 + self.A) ** cfg.alpha, cfg.c / (kk + 1.0) ** cfg.gamma
 
-    # The round's arithmetic runs on Python floats: at d <= 16 one numpy call costs more than the whole
-    # element loop. Each element sees the same IEEE operations, in the same order, as the array code
-    # (clip_ = maximum then minimum, written so that NaN passes through as it does in numpy), so the
-    # points, the state and save() are bit-identical to it.
+    # The round's arithmetic runs on Python floats. Each element sees the same IEEE operations, in the
+    # same order, as the array form (clip = maximum then minimum), so tests can compare it bit for bit.
     def _ask(self) -> np.ndarray:
         _, ck = self.gains()
         self.ck = ck
-        # +/-1 with probability 1/2 each (Generator.random is far cheaper per call than integers).
-        delta = [1.0 if u < 0.5 else -1.0 for u in self.rng.random(self.d).tolist()]
-        self.delta = np.array(delta)
+        # +/-1 with probability 1/2 each, from the buffered uniforms.
+        self.delta = delta = [1.0 if u < 0.5 else -1.0 for u in self.draws.uniforms(self.rng, self.d)]
         hi = 1.0 - ck
         plus, minus = [], []
-        for t, s in zip(self.theta.tolist(), delta):
+        for t, s in zip(self.th, delta):
             b = ck if t < ck else (hi if t > hi else t)  # the base point stays c_k away from the faces
             c = ck * s
             plus.append(b + c)
@@ -123,12 +128,12 @@ class SPSA(BoxOptimizer):
         ms = cfg.max_step
         lo = -ms
         theta = []
-        for t, s in zip(self.theta.tolist(), self.delta.tolist()):
+        for t, s in zip(self.th, self.delta):
             st = g * s
             st = lo if st < lo else (ms if st > ms else st)  # step clipping per coordinate
             t = t - st
             theta.append(0.0 if t < 0.0 else (1.0 if t > 1.0 else t))
-        self.theta = np.array(theta)
+        self.th = theta
         self.k += 1
         self._average(theta)
         if self.detector is not None and self.detector.update(0.5 * (y0 + y1)):
@@ -137,20 +142,20 @@ class SPSA(BoxOptimizer):
             self._reset_average()
 
     def _average(self, theta: list[float]) -> None:
-        self.avg_cur = np.array([a + t for a, t in zip(self.avg_cur.tolist(), theta)])
+        self.avg_cur = [a + t for a, t in zip(self.avg_cur, theta)]
         self.n_cur += 1
         if self.k >= 2 * self.epoch_start:
             self.avg_prev, self.n_prev = self.avg_cur, self.n_cur
-            self.avg_cur = np.zeros(self.d)
+            self.avg_cur = [0.0] * self.d
             self.n_cur = 0
             self.epoch_start = self.k
         r = self.cfg.tracking_ema
-        self.ema = np.array([e + r * (t - e) for e, t in zip(self.ema.tolist(), theta)])
+        self.ema = [e + r * (t - e) for e, t in zip(self.ema, theta)]
 
     def _best(self) -> np.ndarray:
         if self.tracking:
-            return self.ema.copy()
+            return np.array(self.ema)
         n = self.n_cur + self.n_prev
         if n == 0:
-            return self.theta.copy()
-        return (self.avg_cur + self.avg_prev) / n
+            return np.array(self.th)
+        return (np.array(self.avg_cur) + np.array(self.avg_prev)) / n
