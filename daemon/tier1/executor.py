@@ -817,15 +817,24 @@ class Executor:
         if logs is None:
             logs = st.__dict__["_logs"] = {}
         KT = ev.KnobTouch
-        one = len(arms) == 1
+        n_arms = len(arms)
         a0 = arms[0]
+        a1 = arms[1] if n_arms == 2 else None
         for i, name, ri, min_iv, rate in self._limit_rows:
             bi = base[i]
-            if one:
+            if n_arms == 1:
                 m0 = (a0[i] - bi) / ri
                 if m0 == 0:
                     continue   # this knob does not move
                 amax = m0 if m0 >= 0 else -m0
+            elif n_arms == 2:   # the symmetric probe: max(map(abs, moves)) without the list
+                m0 = (a0[i] - bi) / ri
+                m1 = (a1[i] - bi) / ri
+                if m0 == 0 and m1 == 0:
+                    continue
+                c0 = m0 if m0 >= 0 else -m0
+                c1 = m1 if m1 >= 0 else -m1
+                amax = c1 if c1 > c0 else c0
             else:
                 moves = [(a[i] - bi) / ri for a in arms]
                 for m in moves:
