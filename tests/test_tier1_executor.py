@@ -740,14 +740,16 @@ def test_one_breaching_arm_does_not_abort_a_multi_arm_probe():
     r.truth = lambda sl, i, t: {"lat": 2500.0 if sl.knobs[1] > 0.55 else 1000.0, "q": 0.9}   # b=0.6 breaks p99
     v = r.propose("probe", A(b=0.6), A(b=0.45), A(b=0.4))
     assert v.accepted
-    evals, snaps = [], []
+    evals, snaps, batches = [], [], 0
     while r.x.mstate is S.PROBING:
         out = r.step()
         evals += out.evaluations
+        batches += bool(out.evaluations)
         if out.snapshot is not None:
             snaps.append(out.snapshot)
     assert r.baseline_only() and r.x.mstate is S.IDLE
     assert [(e.arm, e.status) for e in evals] == [(0, "slo_breach"), (1, "ok"), (2, "ok")]
+    assert batches == 1   # Tier 2 gets the probe's evaluations together, when the window ends
     dropped = snaps[0]   # arm 0's share went back to slot 0, the others kept theirs
     assert [s.weight for s in dropped.slots] == pytest.approx([0.8, 0.0, 0.1, 0.1])
     assert dropped.slots[0].knobs == r.x.state.baseline

@@ -378,7 +378,9 @@ class _Exp:
         self.seg = 0                     # switchback / global-probe segment index
         self.seg_order: list[int] = []   # global probe: arm index per segment
         self.rules: list[str] = []       # the judge rule that passed each judged step
-        self.failed: set[int] = set()    # probe arms stopped by an SLO breach (the others run on)
+        # probe arms stopped by an SLO breach (the others run on): arm -> (objective, baseline
+        # objective, records) when stopped; reported with the other arms when the probe ends
+        self.failed: dict[int, tuple[Optional[float], Optional[float], int]] = {}
         self.window_ack_ns: Optional[int] = None   # probe: the ack that started the window
         self.base_margin: dict[str, float] = {}
         # The phase accumulators (`reset_phase`) are made by Executor._enter_phase, which every
@@ -1122,16 +1124,15 @@ class Executor:
 
     def _drop_probe_arm(self, now: int, arm: int, reason: str, rule: str, measured, threshold) -> bool:
         """A split probe with other healthy arms: stop only the breaching arm (its traffic returns
-        to the baseline, slot 0; it is quarantined and reported `slo_breach`) and let the others
-        run to the end of the window. False when the whole experiment must stop instead (global
+        to the baseline, slot 0; it is quarantined at once) and let the others run to the end of
+        the window. Its `slo_breach` Evaluation comes with the others' when the probe ends (one
+        batch per probe, in arm order). False when the whole experiment must stop instead (global
         probe, last healthy arm, or the regression that enters safe mode)."""
         e, r = self.exp, self.g.rollout
         if (self.mstate is not S.PROBING or e.is_global or len(e.arms) - len(e.failed) <= 1
                 or self.state.consecutive_regressions + 1 >= r.max_consecutive_regressions):
             return False
-        e.failed.add(arm)
-        self._evaluation(now, arm, "slo_breach", e.arm_series[arm].mean(), e.base_series.mean(),
-                         e.arm_series[arm].n, 0, None)
+        e.failed[arm] = (e.arm_series[arm].mean(), e.base_series.mean(), e.arm_series[arm].n)
         vo = e.variants[arm] != self.state.baseline_variant and e.arms[arm] == self.state.baseline
         self._emit(ev.Quarantine, now, center=self._norm(e.arms[arm]), variant=e.variants[arm], variant_only=vo,
                    radius=r.quarantine_radius, until_ns=now + int(r.quarantine_s * NS), reason=reason)
@@ -1152,7 +1153,8 @@ class Executor:
         self._fire(now, trig, measured=measured, condition=reason, threshold=threshold)
         for i in range(len(e.arms)):
             if i in e.failed:
-                continue   # already reported when it was stopped
+                self._evaluation(now, i, "slo_breach", *e.failed[i])
+                continue
             st_i = status if (failed_arm is None or i == failed_arm or status == "aborted") else "aborted"
             self._evaluation(now, i, st_i)
         if quarantine:
@@ -1266,8 +1268,9 @@ class Executor:
         e, r = self.exp, self.g.rollout
         bo = e.base_series.mean()
         for i, s in enumerate(e.arm_series):
-            if i in e.failed:
-                continue   # reported when it was stopped
+            if i in e.failed:   # stopped earlier: reported now, with the others, in arm order
+                self._evaluation(now, i, "slo_breach", *e.failed[i])
+                continue
             ok = s.n >= r.probe_min_samples
             d = e.blk_diffs[i]
             nb, se = len(d), None
