@@ -467,9 +467,10 @@ class Executor:
                               s.min_samples, s.enforce) for s in g.slos]
         self.metrics = [("objective", g.objective.direction == "minimize", True)] + [
             (s.name, s.max is not None, s.enforce) for s in g.slos if s.compare]
-        # Enforcing SLOs, for the lexicographic feasibility rule (judge.py: SLA first).
+        # Enforcing SLOs, for the lexicographic feasibility rule (judge.py: SLA first). Counts and
+        # rates scale with a slot's traffic share, so they cannot be compared across the two sides.
         self._feas_slos = tuple((s.name, s.max is not None, s.max if s.max is not None else s.min)
-                                for s in g.slos if s.enforce)
+                                for s in g.slos if s.enforce and s.stat not in _TIMED)
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
         self._checks_by_var: dict[int, tuple[_Check, ...]] = {}   # SLOs + the variant's catalog constraints

@@ -96,9 +96,15 @@ class Evaluation(msgspec.Struct, frozen=True):
 
     `objective` is the arm's objective in objective units (mean of block means; None when no
     valid data arrived). `baseline_objective` is slot 0's over the same blocks when measured.
+    For a split probe, `n_blocks` is the number of closed rollout.block_s blocks in which both
+    the arm and slot 0 had data, and `stderr` (from 2 such blocks on, else None) is the
+    standard error of the mean per-block difference arm - slot 0, in objective units (not
+    oriented, not relative): (objective - baseline_objective) / stderr is a paired t statistic.
+    Global (switchback) probes have no simultaneous baseline: n_blocks 0, stderr None.
     status: "ok", "regression" (the judge found it worse), "insufficient_data" (window ended without enough samples: treat as an
-    evaluation timeout), "slo_breach" (the arm broke an SLO and was rolled back), "aborted"
-    (the experiment was stopped by a command, the lease or the kill switch).
+    evaluation timeout), "slo_breach" (the arm broke an SLO and was rolled back; in a multi-arm
+    split probe only that arm stops, and its evaluation comes with the others' at the end of
+    the window), "aborted" (the experiment was stopped by a command, the lease or the kill switch).
     """
     proposal_id: str
     arm: int
