@@ -99,7 +99,7 @@ class Evaluation(msgspec.Struct, frozen=True):
     For a split probe, `n_blocks` is the number of closed rollout.block_s blocks in which both
     the arm and slot 0 had data, and `stderr` (from 2 such blocks on, else None) is the
     standard error of the mean per-block difference arm - slot 0, in objective units (not
-    oriented, not relative): (objective - baseline_objective) / stderr is a paired t statistic.
+    oriented, not relative), the scale to hold objective - baseline_objective against.
     Global (switchback) probes have no simultaneous baseline: n_blocks 0, stderr None.
     status: "ok", "regression" (the judge found it worse), "insufficient_data" (window ended without enough samples: treat as an
     evaluation timeout), "slo_breach" (the arm broke an SLO and was rolled back; in a multi-arm
