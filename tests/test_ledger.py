@@ -447,3 +447,29 @@ def test_tail_flags_an_edited_record(tmp_path):
 
 def test_format_ts_is_utc_with_z():
     assert format_ts(T0 + 123_456_789) == "2026-02-20T00:00:00.123456Z"
+
+
+def test_submit_many_one_timestamp_and_wake_false_still_written(tmp_path):
+    """The decision loop queues a cycle's events with wake=False and wakes the writer once; flush
+    (and the writer's own 1 s look) still gets them to disk, in order, with one timestamp."""
+    import time as _time
+    from daemon.tier1.ledger import LedgerWriter, read_events
+    path = tmp_path / "audit.log"
+    w = LedgerWriter(path, queue_size=4, linger_s=0.0)
+    try:
+        evs = [{"event": "e", "i": i} for i in range(3)]
+        assert w.submit_many(evs, ts_ns=123, wake=False) == 3
+        assert w.submit_many([{"event": "e", "i": 3}, {"event": "e", "i": 4}], wake=False) == 1   # queue of 4: one refused
+        assert w.state.rejected_total == 1
+        w.wake()
+        assert w.flush(5.0)
+        recs = list(read_events(path))
+        assert [r.event["i"] for r in recs] == [0, 1, 2, 3]
+        assert [r.ts_ns for r in recs[:3]] == [123, 123, 123] and recs[3].ts_ns > 10**18
+        assert w.submit({"event": "e", "i": 5}, wake=False)
+        t0 = _time.monotonic()
+        while w.state.written_total < 5 and _time.monotonic() - t0 < 3.0:   # nobody wakes it: the 1 s look
+            _time.sleep(0.05)
+        assert w.state.written_total == 5
+    finally:
+        w.close(5.0)

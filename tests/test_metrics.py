@@ -187,6 +187,20 @@ def test_histogram_bucket_edges_and_counts():
     assert CYCLE_BUCKETS_S[0] == 0.0001 and CYCLE_BUCKETS_S[-1] == 0.05
 
 
+def test_a_batch_of_cycles_is_the_same_histogram_as_one_by_one():
+    vs = [0.0001, 0.00010001, 0.0009, 0.2, 0.003, 0.0]
+    one, batch = Metrics(), Metrics()
+    for v in vs:
+        one.observe_cycle(v)
+    batch.observe_cycles(vs[:2])
+    batch.observe_cycles([])
+    batch.observe_cycles(vs[2:])
+    a, b = samples(one), samples(batch)
+    cyc = {k: v for k, v in a.items() if k[0].startswith("arqond_cycle_duration_seconds")}
+    assert len(cyc) == len(CYCLE_BUCKETS_S) + 3 and cyc[("arqond_cycle_duration_seconds_count", ())] == 6
+    assert cyc == {k: v for k, v in b.items() if k[0].startswith("arqond_cycle_duration_seconds")}
+
+
 def test_own_registry_and_counts_for_status():
     before = generate_latest(REGISTRY)
     m = Metrics()

@@ -8,7 +8,10 @@ Phases, each with its own daemon process and audit ledger, all on one data-plane
   1. decision  - 10 ms cadence, Tier 2 tuning all 8 knobs (SPSA probes, rollouts every 4 rounds),
                  producer at 1 M records/s (~10,000 records per cycle). T2 decision, T1 apply and
                  summarize p50/p99 come from the daemon's own per-stage timings (control socket
-                 `timings`: perf_counter around `driver.next_proposal` and `_submit`).
+                 `timings`: perf_counter around `driver.next_proposal`; T1 apply = `_submit`
+                 (Executor.propose, publish, audit/metrics/bus enqueues) + `driver.on_verdict`,
+                 t1_propose = Executor.propose alone; summarize = the one C call that drains the
+                 rings, renews the lease and summarises, plus building the SlotTelemetry).
                  Then the producer drops to 100 k records/s: daemon CPU share over a window of
                  /proc/<pid>/stat utime+stime (all threads), and VmRSS / VmHWM; then to 0
                  records/s: the loop's fixed cost (`daemon_cpu_share_no_records`).
@@ -287,7 +290,8 @@ def phase_decision(plane: Plane, tmp: Path, seconds: float, cpu_window_s: float)
                                "decision_proposals": st.get("proposals", {}),
                                "decision_rollbacks": st.get("rollbacks", {})}
         for stage, key in (("t2_decision", "t2_decision_us"), ("t1_apply", "t1_apply_us"),
-                           ("summarize", "summarize_us"), ("t1_step", "t1_step_us")):
+                           ("t1_propose", "t1_propose_us"), ("summarize", "summarize_us"),
+                           ("t1_step", "t1_step_us")):
             t = timings.get(stage)
             if t:
                 out[f"{key}_p50"] = round(t["p50_us"], 1)
@@ -359,6 +363,7 @@ def phase_e2e(plane: Plane, tmp: Path, period_s: float, n: int, prefix: tuple[st
             r["proposal_id"] = v["proposal_id"]
             samples.append(r)
         st = d.call("status")
+        tm = d.call("timings")
     finally:
         d.stop()
     evs = d.events()
@@ -382,6 +387,10 @@ def phase_e2e(plane: Plane, tmp: Path, period_s: float, n: int, prefix: tuple[st
            f"{pre}_cycle_p50_us": round(st["cycle"]["p50_s"] * 1e6, 1),
            f"{pre}_cycle_p99_us": round(st["cycle"]["p99_s"] * 1e6, 1),
            f"{pre}_cycle_overruns": st["cycle"]["overruns"],
+           # the daemon's share of "cycle start -> visible": cycle start -> the snapshot Tier 1's
+           # step decided (here: the rollbacks) is in shared memory, the daemon's own timing
+           **{f"{pre}_daemon_cycle_start_to_publish_us_{q}": round(tm["publish"][f"{q}_us"], 1)
+              for q in ("p50", "p99") if "publish" in tm},
            # per breach: [e2e ms, T0 -> start of the rollback's cycle ms, that start -> visible ms, bursts]
            "samples": {pre: rows}}
     out.update(_stats(e2e, f"{pre}_ms", 1e-6, 3))

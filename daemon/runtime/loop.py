@@ -111,8 +111,10 @@ class Daemon:
         # summarize: the one C call that drains, renews the lease and summarises, plus building the
         # SlotTelemetry; t1_apply: Executor.propose + publish + audit/metrics/bus enqueues (+ the
         # driver's on_verdict), of which t1_propose is Executor.propose alone.
+        # publish: cycle start -> the snapshot Tier 1's step decided (a rollback, a canary step, a
+        # promotion) is in shared memory.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
-                                                "t1_apply": [], "t1_propose": []}
+                                                "t1_apply": [], "t1_propose": [], "publish": []}
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
         self.bus = None
@@ -145,14 +147,15 @@ class Daemon:
         encode); the ledger writer is woken at the end of the cycle (`_wake_audit`)."""
         if not events:
             return
-        submit = self.ledger.submit
+        if self.ledger.submit_many(events, wake=False) < len(events):
+            # never drop silently: a full audit queue puts Tier 1 in safe mode, said on the ledger
+            if self.ex is not None and not self.ex.state.safe_mode:
+                self._handle(now, self.ex.command(now, Command("enter_safe_mode", "runtime", "audit queue full")),
+                             record=False)
+        counted = self._COUNTED
         for e in events:
-            if not submit(e, wake=False):
-                # never drop silently: a full audit queue puts Tier 1 in safe mode, said on the ledger
-                if self.ex is not None and not self.ex.state.safe_mode:
-                    self._handle(now, self.ex.command(now, Command("enter_safe_mode", "runtime", "audit queue full")),
-                                 record=False)
-            self._count(e)
+            if type(e).__name__ in counted:
+                self._count(e)
         self._audit_pending = True
         if self.bus is not None:
             self._bus_events(events)
@@ -167,6 +170,8 @@ class Daemon:
                 ("deadline", "deadline"), ("lease", "lease_lost"), ("ack", "ack_timeout"),
                 ("kill_switch", "kill"), ("rollback", "rollback"), ("snapback", "snapback"),
                 ("config_reload", "config_reload"), ("regressions", "regressions_limit"))
+
+    _COUNTED = frozenset(("ValidationVerdict", "Rollback", "SafeModeEntered"))
 
     def _count(self, e) -> None:
         tag = type(e).__name__
@@ -286,6 +291,8 @@ class Daemon:
     def _handle(self, now: int, out: StepOutput, record: bool = True) -> None:
         if out.snapshot is not None:
             self._publish(now, out.snapshot)
+            if now == self.last_cycle_ns:          # a cycle's step: how long after the cycle started
+                self.timings["publish"].append((time.monotonic_ns() - now) / 1e9)
         if record:
             self._record(now, out.events)
         if out.evaluations and self.driver is not None:

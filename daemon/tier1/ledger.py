@@ -533,6 +533,18 @@ class LedgerWriter:
                 self._cond.notify()
         return True
 
+    def submit_many(self, events: list, ts_ns: int | None = None, *, wake: bool = True) -> int:
+        """``submit`` of each of ``events`` in order with one timestamp (one decision's events);
+        returns how many were accepted (fewer than ``len(events)``: the rest were NOT, as for
+        ``submit`` returning False)."""
+        ts = self._clock() if ts_ns is None else ts_ns
+        n = 0
+        for e in events:
+            n += self.submit(e, ts, wake=False)     # each refusal is counted, as with submit
+        if n and wake:
+            self.wake()
+        return n
+
     def wake(self) -> None:
         """Wake an idle writer (after ``submit(..., wake=False)``). Cheap when it is busy."""
         if self._idle:
