@@ -13,7 +13,7 @@ import pytest
 from daemon.tier2 import make_bandit, make_optimizer
 from daemon.tier2.bandits.base import ArmStats, argmax_list
 from daemon.tier2.bandits.thompson import _gauss_draw
-from daemon.tier2.optim.base import clip_
+from daemon.tier2.optim.base import BoxOptimizer, clip_
 from daemon.tier2.optim.es import AntitheticES
 from daemon.tier2.optim.spsa import SPSA
 
@@ -31,6 +31,8 @@ class ArraySPSA(SPSA):
         if hasattr(self, "theta_a"):
             self.cur_a, self.prev_a, self.ema_a = np.zeros(self.d), np.zeros(self.d), self.theta_a.copy()
 
+    _ask_user = BoxOptimizer._ask_user  # the array path: _ask() then to_user()
+
     def _ask(self):
         _, ck = self.gains()
         self.ck = ck
@@ -43,7 +45,7 @@ class ArraySPSA(SPSA):
         np.subtract(base, cd, out=z[1])
         return z
 
-    def _tell(self, y):
+    def _tell(self, y, _ys):
         cfg = self.cfg
         dy = float(y[0] - y[1])
         gmag = abs(dy) / (2.0 * self.ck)
@@ -83,7 +85,7 @@ class ArraySPSA(SPSA):
 
 
 class ArrayES(AntitheticES):
-    def _tell(self, y):
+    def _tell(self, y, _ys):
         cfg = self.cfg
         p = cfg.pairs
         w = np.empty(2 * p)
@@ -92,7 +94,7 @@ class ArrayES(AntitheticES):
         wp, wm = w[:p], w[p:]
         self.m += ((wp - wm) * (cfg.lr * self.sigma / p)) @ self.eps
         clip_(self.m, 0.0, 1.0)
-        sq = (self.eps * self.eps).sum(1) / self.d - 1.0
+        sq = np.diagonal(self.eps @ self.eps.T) / self.d - 1.0
         self.sigma *= math.exp(cfg.lr_sigma * sum(((wp + wm) * sq).tolist()) / p)  # left to right
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):

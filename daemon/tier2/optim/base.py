@@ -36,10 +36,26 @@ def parse_bounds(bounds) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi - lo
 
 
-def clip_(x: np.ndarray, lo, hi) -> np.ndarray:
-    """In-place clip; two ufunc calls cost a fraction of np.clip's Python-level dispatch."""
-    np.maximum(x, lo, out=x)
-    return np.minimum(x, hi, out=x)
+def _make_clip():
+    """The clip ufunc (min(max(x, lo), hi) in one pass) without np.clip's Python-level dispatch; two
+    ufunc calls where this numpy does not expose it."""
+    try:
+        from numpy._core import umath
+
+        uclip = umath.clip
+        uclip(np.zeros(2), 0.0, 1.0, out=np.zeros(2))
+
+        def clip_(x: np.ndarray, lo, hi) -> np.ndarray:
+            return uclip(x, lo, hi, out=x)
+    except Exception:  # pragma: no cover - older/newer numpy layouts
+        def clip_(x: np.ndarray, lo, hi) -> np.ndarray:
+            np.maximum(x, lo, out=x)
+            return np.minimum(x, hi, out=x)
+    return clip_
+
+
+clip_ = _make_clip()
+clip_.__doc__ = "In place: x = min(max(x, lo), hi) (NaN passes through), returns x."
 
 
 class BoxOptimizer(Budgeted, Saveable):
@@ -58,7 +74,7 @@ class BoxOptimizer(Budgeted, Saveable):
         self.d = int(self.lo.size)
         self.rng = rng_from_seed(seed)
         self.clock = clock
-        self.pending: np.ndarray | None = None
+        self.pending: np.ndarray | None = None  # the asked, not yet told round, user units
         self.rounds = 0  # completed (told) rounds
         self.rejected = 0
         if x0 is None:
@@ -81,16 +97,21 @@ class BoxOptimizer(Budgeted, Saveable):
 
     # -- public protocol
     def ask(self, deadline: float | None = None, now: Now = None) -> np.ndarray | NoChange:
-        """(n, d) candidates in user units to evaluate together. Asking again before tell() returns the
-        same pending round (idempotent), so a retried request never draws new randomness."""
+        """(n, d) candidates in user units to evaluate together (a read-only array). Asking again before
+        tell() returns the same pending round (idempotent), so a retried request never draws new
+        randomness."""
         if self.pending is not None:
-            return self.to_user(self.pending)
+            return self.pending
         if deadline is not None:
             nc = self._over_budget(deadline, now, self.ask_cost, "ask")
             if nc is not None:
                 return nc
-        self.pending = self._ask()
-        return self.to_user(self.pending)
+        # The pending round itself, read-only (a caller that wants to edit points copies them): no
+        # copy per ask, and a retried ask() returns exactly the same points.
+        x = self._ask_user()
+        x.flags.writeable = False
+        self.pending = x
+        return x
 
     def tell(self, y, deadline: float | None = None, now: Now = None) -> NoChange | None:
         """Observed objective values (n,), same order as ask(); lower is better. Any NaN means the round
@@ -105,7 +126,8 @@ class BoxOptimizer(Budgeted, Saveable):
                 f"{type(self).__name__}.tell: expected {self.pending.shape[0]} values (one per asked "
                 f"point), got {yv.shape[0]}; the round is still pending"
             )
-        for v in yv.tolist():  # a NaN anywhere: not measured (a Python loop beats numpy's reductions at n <= 16)
+        ys = yv.tolist()
+        for v in ys:  # a NaN anywhere: not measured (a Python loop beats numpy's reductions at n <= 16)
             if v != v:
                 self.reject()
                 return None
@@ -113,7 +135,7 @@ class BoxOptimizer(Budgeted, Saveable):
             nc = self._over_budget(deadline, now, self.tell_cost, "tell")
             if nc is not None:
                 return nc
-        self._tell(yv)
+        self._tell(yv, ys)
         self.pending = None
         self.rounds += 1
         return None
@@ -132,10 +154,16 @@ class BoxOptimizer(Budgeted, Saveable):
     def batch_size(self) -> int:
         raise NotImplementedError
 
+    def _ask_user(self) -> np.ndarray:
+        """The new round in user units (kept as ``pending`` until tell()); by default _ask() mapped
+        by to_user(). A subclass may build user-unit points directly when that saves array passes."""
+        return self.to_user(self._ask())
+
     def _ask(self) -> np.ndarray:
         raise NotImplementedError
 
-    def _tell(self, y: np.ndarray) -> None:
+    def _tell(self, y: np.ndarray, ys: list) -> None:
+        """y: the round's values (n,) as an array and as the list ys (both, so neither side converts)."""
         raise NotImplementedError
 
     def _best(self) -> np.ndarray:

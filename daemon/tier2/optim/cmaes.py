@@ -117,7 +117,7 @@ class CMAES(BoxOptimizer):
         finally:
             self._defer_eigen = False
 
-    def _tell(self, f: np.ndarray) -> None:
+    def _tell(self, f: np.ndarray, _fs: list) -> None:
         cfg = self.cfg
         d = self.d
         order = np.argsort(f, kind="stable")

@@ -10,9 +10,6 @@ from ..change import make_detector
 from ..core import Draws, register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
-_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
-
-
 @register_struct
 class ESConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Lengths in normalised units (fractions of each knob's range)."""
@@ -54,7 +51,6 @@ class AntitheticES(BoxOptimizer):
         self.m = self.z0.copy()
         self.sigma = cfg.sigma0
         self.eps = np.zeros((cfg.pairs, self.d))
-        self.sq = [0.0] * cfg.pairs  # |eps_i|^2 / d - 1 per pair, computed with the draw
         n = 2 * cfg.pairs
         # Centred ranks, precomputed: the i-th best of n gets util[i].
         self.util = (0.5 - np.arange(n) / (n - 1)).tolist()
@@ -65,33 +61,40 @@ class AntitheticES(BoxOptimizer):
     def batch_size(self) -> int:
         return 2 * self.cfg.pairs
 
-    def _ask(self) -> np.ndarray:
+    def _ask_user(self) -> np.ndarray:
+        # Straight to user units, m +/- sigma eps mapped and clipped in one set of passes:
+        # x = (lo + span m) +/- (span sigma) eps, clipped to [lo, hi] (the same box as clipping the
+        # normalised point to [0, 1]). Seven array calls for the 2p x d round.
         p, d = self.cfg.pairs, self.d
         self.eps = eps = self.draws.normal_array(self.rng, p * d).reshape(p, d)
-        self.sq = (_sum(eps * eps, 1) / d - 1.0).tolist()
-        se = eps * self.sigma
-        z = np.empty((2 * p, d))
-        np.add(self.m, se, out=z[:p])
-        np.subtract(self.m, se, out=z[p:])
-        return clip_(z, 0.0, 1.0)
+        mx = self.m * self.span
+        mx += self.lo
+        x = np.empty((2 * p, d))
+        top = np.multiply(eps, self.span * self.sigma, out=x[:p])
+        np.subtract(mx, top, out=x[p:])
+        top += mx
+        np.maximum(x, self.lo, out=x)
+        return np.minimum(x, self.hi, out=x)
 
-    def _tell(self, y: np.ndarray) -> None:
+    def _tell(self, y: np.ndarray, ys: list) -> None:
         cfg = self.cfg
         p = cfg.pairs
-        ys = y.tolist()
         # Ranks on Python floats: sorted() is stable like argsort(kind="stable") (no NaN reaches here).
         order = sorted(range(2 * p), key=ys.__getitem__)
         w = [0.0] * (2 * p)
         for u, i in zip(self.util, order):
             w[i] = u
         wp, wm = w[:p], w[p:]
-        # Mean step: one (p,) @ (p, d) product; log-sigma step on Python floats.
+        eps = self.eps
+        # Mean step: one (p,) @ (p, d) product.
         f = cfg.lr * self.sigma / p
-        self.m += np.array([(a - b) * f for a, b in zip(wp, wm)]) @ self.eps
+        self.m += np.array([(a - b) * f for a, b in zip(wp, wm)]) @ eps
         clip_(self.m, 0.0, 1.0)
+        # log-sigma step on Python floats; |eps_i|^2 is the diagonal of one p x p Gram product.
+        d = self.d
         g = 0.0
-        for a, b, q in zip(wp, wm, self.sq):
-            g += (a + b) * q
+        for a, b, e2 in zip(wp, wm, (eps @ eps.T).diagonal().tolist()):
+            g += (a + b) * (e2 / d - 1.0)
         sigma = self.sigma * math.exp(cfg.lr_sigma * g / p)
         self.sigma = min(max(sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * (ys[order[p - 1]] + ys[order[p]])):  # median

@@ -58,11 +58,11 @@ class PBTLite(BoxOptimizer):
     def _ask(self) -> np.ndarray:
         return self.members  # read only until tell(), which replaces rows after pending is cleared
 
-    def _tell(self, y: np.ndarray) -> None:
+    def _tell(self, y: np.ndarray, ys: list) -> None:
         cfg = self.cfg
         r = cfg.score_rate
         # s != s: a member without a score yet takes the measurement as it is.
-        self.scores = sc = [v if s != s else s + r * (v - s) for s, v in zip(self.scores, y.tolist())]
+        self.scores = sc = [v if s != s else s + r * (v - s) for s, v in zip(self.scores, ys)]
         if (self.rounds + 1) % cfg.interval:
             return
         ns = self.n_swap

@@ -68,6 +68,7 @@ class SPSA(BoxOptimizer):
         self.detector = make_detector(cfg.detector, direction=1, threshold=cfg.detector_threshold)
         self.delta = [0.0] * self.d
         self.ck = 0.0
+        self.box = [self.lo.tolist(), self.span.tolist(), self.hi.tolist()]  # the bounds as floats
         self._reset_average()
 
     @property
@@ -95,24 +96,27 @@ class SPSA(BoxOptimizer):
         return a / (kk + 1.0 + self.A) ** cfg.alpha, cfg.c / (kk + 1.0) ** cfg.gamma
 
     # The round's arithmetic runs on Python floats. Each element sees the same IEEE operations, in the
-    # same order, as the array form (clip = maximum then minimum), so tests can compare it bit for bit.
-    def _ask(self) -> np.ndarray:
+    # same order, as the array form (clip = maximum then minimum; to_user = z * span + lo, then the
+    # minimum with hi), so tests can compare it bit for bit.
+    def _ask_user(self) -> np.ndarray:
         _, ck = self.gains()
         self.ck = ck
         # +/-1 with probability 1/2 each, from the buffered uniforms.
         self.delta = delta = [1.0 if u < 0.5 else -1.0 for u in self.draws.uniforms(self.rng, self.d)]
         hi = 1.0 - ck
         plus, minus = [], []
-        for t, s in zip(self.th, delta):
+        for t, s, lo, sp, uh in zip(self.th, delta, *self.box):
             b = ck if t < ck else (hi if t > hi else t)  # the base point stays c_k away from the faces
             c = ck * s
-            plus.append(b + c)
-            minus.append(b - c)
+            x = (b + c) * sp + lo  # straight to user units
+            plus.append(uh if x > uh else x)
+            x = (b - c) * sp + lo
+            minus.append(uh if x > uh else x)
         return np.array((plus, minus))
 
-    def _tell(self, y: np.ndarray) -> None:
+    def _tell(self, y: np.ndarray, ys: list) -> None:
         cfg = self.cfg
-        y0, y1 = y.tolist()
+        y0, y1 = ys
         dy = y0 - y1
         gmag = abs(dy) / (2.0 * self.ck)  # |g_i| is the same for every i with +/-1 perturbations
         if cfg.a is None and self.gcount < cfg.calibration_rounds:
