@@ -111,6 +111,66 @@ def test_profiles_load_and_serve_catalog_has_lifecycle_states():
         assert len(cache[kind]["phases"]) == 4 and "command" in cache[kind]
 
 
+def test_discovered_entries_paste_into_a_valid_catalog():
+    """`arqond demo discover` prints YAML a person pastes under catalog.variants; approved, it
+    must pass `arqond check` against the data plane's declaration."""
+    from daemon.demo.apps import declared_fields, declared_knobs
+    from daemon.demo.discover import to_yaml
+    from daemon.tier1.config import check_against
+    res = {"kind": "universe", "seed": 2, "seconds_per_point": 1.0, "wall_s": 19.0, "entries": [
+        {"id": "uni-calm-s2", "knobs": {"diffusion": 0.3, "decay": 0.1, "noise": 0.2, "substeps": 2.0},
+         "context": {"load": 32.0, "strength": 1.0}, "state": "Evaluated", "version": "1",
+         "checksum": "sha256:" + "0" * 64, "objective": 0.0146, "feasible": True, "evaluated": 56, "phase": "calm"}]}
+    text = to_yaml(res)
+    assert "knobs: {diffusion: 0.3, decay: 0.1, noise: 0.2, substeps: 2}" in text
+    assert "context: {load: 32, strength: 1}" in text and "state: Evaluated" in text
+    entries = "\n".join("    " + ln for ln in text.splitlines() if not ln.startswith("#"))
+    base = (ROOT / "guardrails.yaml").read_text()
+    start = base.index("  variants:\n", base.index("\ncatalog:"))
+    end = base.index("\n\n", start)
+    approved = base[:start] + "  variants:\n" + entries.replace("state: Evaluated", "state: Approved") + base[end:]
+    g = load_guardrails(approved)
+    assert [c.id for c in g.catalog.variants] == ["uni-calm-s2"] and g.catalog.variants[0].state == "Approved"
+    decl = Declaration(knobs=declared_knobs("universe"), fields=declared_fields("universe"), variants=())
+    assert check_against(g, decl) == []
+
+
+def test_shipped_universe_presets_cover_every_phase():
+    g = load_guardrails(ROOT / "guardrails.yaml")
+    assert g.tuning.context == ("load", "strength")
+    presets = [c for c in g.catalog.variants if c.state == "Approved" and c.knobs]
+    assert len(presets) == 4 and len({tuple(sorted(c.context.items())) for c in presets}) == 4
+    assert all(set(c.knobs) == {"diffusion", "decay", "noise", "substeps"} for c in presets)
+
+
+def test_live_reference_skips_the_settling_second():
+    ph = {"conditions": {"slo_step_time_s": 2e-4}}
+    grp = lambda err: {"count": 100, "fields": {"error": {"mean": err}, "step_time_s": {"p50": 1e-5},
+                                                 "instability": {"mean": 0.0}}}
+    ref = {0: {"statuses": [{"t": 0.5, "all": grp(5.0)}, {"t": 1.5, "all": grp(0.1)}, {"t": 1.6, "all": grp(0.3)}]}}
+    live = demo.live_reference("universe", ref, [ph, ph])
+    assert live[0] == pytest.approx(0.2 + 0.2 * 1e-5 / 2e-4) and live[1] is None
+
+
+def test_unguarded_learns_feasibility_and_restarts_its_bandit_on_a_new_load_regime():
+    from daemon.demo.apps import declared_fields, declared_knobs, declared_variants
+    from daemon.demo.unguarded import slos_met
+    g = load_guardrails(ROOT / "profiles" / "serve.yaml")
+    decl = Declaration(knobs=declared_knobs("serve"), fields=declared_fields("serve"), variants=declared_variants("serve"))
+    tuner = UnguardedTuner(g, decl, seed=1)
+    fs = lambda m, p99=0.001: FieldStats(500, m, m, m, m, m, p99)
+    ok = {"latency_s": fs(0.001), "error": fs(0.0), "quality": fs(1.0), "load": fs(3000.0)}
+    assert slos_met(g, ok) is True
+    assert slos_met(g, {**ok, "latency_s": fs(0.01, p99=0.05)}) is False
+    assert slos_met(g, {**ok, "error": FieldStats(5, 0, 0, 0, 0, 0, 0)}) is None     # too few records
+    tuner._observe_context(ok)
+    first = tuner.bandit
+    tuner._observe_context({**ok, "load": fs(3300.0)})       # same band: kept
+    assert tuner.bandit is first
+    tuner._observe_context({**ok, "load": fs(16000.0)})      # high load: explores afresh
+    assert tuner.bandit is not first and tuner.regime != (None,)
+
+
 # ---- integration: a short universe run ------------------------------------------------------
 
 def test_short_universe_demo_end_to_end(tmp_path):
@@ -134,4 +194,11 @@ def test_short_universe_demo_end_to_end(tmp_path):
     assert inj["breach_to_baseline_s"] <= 0.010 and inj["within_one_cycle"]
     assert u["arms"]["arqond"]["slo_violations"]["seconds"] <= u["arms"]["unguarded"]["slo_violations"]["seconds"]
     assert set(u["floors"]) >= {"reconverge_within_3s", "arqond_no_violation_beyond_canary", "unguarded_visibly_more"}
+    # the conditions pick an approved preset discovered offline on seed 2 (calm first)
+    presets = u["arms"]["arqond"]["presets"]
+    assert presets and presets[0]["entry"] == "uni-calm-s2", presets
+    # re-convergence is judged against the best static setting run live in the same conditions
+    assert all(c["yardstick"] in ("live", "offline sweep") and "best_static_offline_objective" in c
+               for c in u["scenario_changes"])
+    assert sum(c["yardstick"] == "live" for c in u["scenario_changes"]) >= 2
     assert all(isinstance(v, bool) for v in s["floors"].values())

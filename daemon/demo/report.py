@@ -244,6 +244,17 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
+PRESET_NOTE = {
+    "universe": "<p>The universe presets in <code>guardrails.yaml</code> were discovered <b>offline</b> by "
+                "<code>arqond demo discover universe --seed 2</code> on this machine: a sweep per phase on training "
+                "seed 2, not on the evaluation seed 1 this demo runs, then approved by hand. Tier 2 proposes the one "
+                "nearest to the observed conditions (tile side, source strength); Tier 1 canaries and judges it like "
+                "any rollout; the continuous tuner refines from it.</p>",
+    "serve": "<p>The serve catalog entries carry the load each variant was best at, from "
+             "<code>arqond demo discover serve --seed 2</code> on this machine (training seed 2).</p>",
+}
+
+
 def _app_html(kind: str, an: dict, figs: list[str]) -> str:
     parts = [f"<h2>{kind}</h2>", f"<p>Profile <code>{html.escape(an['profile'])}</code>, {an['seconds_per_arm']:g} s per "
              f"arm, status every {an['status_interval_s']} s (the resolution of every duration below).</p>"]
@@ -256,10 +267,19 @@ def _app_html(kind: str, an: dict, figs: list[str]) -> str:
     parts.append("<h3>Arms</h3>" + _table(["arm", "objective (demo, lower better)", "quality", "feasible phases",
                                            "SLO violations", "violation s", "longest s", "by SLO"], rows))
     parts.append("<h3>Scenario changes</h3>" + _table(
-        ["at s", "from", "to", "best static", "best static objective", "re-converged after s", "within 3 s",
-         "arqond objective at phase end"],
-        [[c["at_s"], c["from"], c["to"], c["best_static"], c["best_static_objective"], c["reconverged_s"],
-          c["within_limit"], c["objective_at_phase_end"]] for c in an["scenario_changes"]]))
+        ["at s", "from", "to", "best static", "best static objective (yardstick)", "offline sweep objective",
+         "re-converged after s", "within 3 s", "arqond objective at phase end"],
+        [[c["at_s"], c["from"], c["to"], c["best_static"], f"{_fmt(c['best_static_objective'])} ({c.get('yardstick', 'offline sweep')})",
+          c.get("best_static_offline_objective"), c["reconverged_s"], c["within_limit"], c["objective_at_phase_end"]]
+         for c in an["scenario_changes"]]))
+    if kind == "universe":
+        parts.append("<p>Yardstick <i>live</i>: the phase's best static setting (offline sweep, seed 1) run live beside "
+                     "the arms during that phase, so pacing and contention are the same as arqond's; the sweep itself "
+                     "scores points unpaced on a virtual clock.</p>")
+    presets = an["arms"].get("arqond", {}).get("presets", [])
+    parts.append("<h3>Catalog presets proposed when the conditions changed</h3>" + PRESET_NOTE.get(kind, "") + _table(
+        ["t s", "entry", "why", "outcome", "promoted at s"],
+        [[p["t_s"], p["entry"], p["note"], p["outcome"], p["promoted_at_s"]] for p in presets]))
     inj = an["injected"]
     parts.append("<h3>Injected bad candidate</h3>" + _table(["what", "value"], [[k, v] for k, v in inj.items()]))
     rbs = an["arms"].get("arqond", {}).get("rollbacks", [])

@@ -48,6 +48,9 @@ BEST_STATIC = Path(__file__).with_name("best_static.json")
 DEFAULT_SECONDS = {"universe": 36.0, "serve": 18.0}
 STATUS_EVERY_S = 0.1        # data plane status interval = the resolution of every timed figure here
 INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a phase, away from its edges)
+# ...postponed while arqond is in the middle of a rollout (its canary or bake can last seconds and
+# the bad candidate would go live in the next phase, where it may not be bad), at most until this
+INJECT_BY = {"universe": 0.70, "serve": 0.44}
 RECONVERGE_LIMIT_S = 3.0    # floor: back within 5% of the best static setting within 3 s
 RECONVERGE_TOL = 0.05
 SMOOTH_S = 0.5              # re-convergence is judged on a rolling window of this length
@@ -252,7 +255,7 @@ class Arm:
         if self.arm == "arqond":
             try:
                 res = control.call(self.sock, "propose", {"knobs": knobs, "variant": variant, "kind": "rollout",
-                                                          "note": note, "timeout_s": 10.0}, timeout=15.0)
+                                                          "note": note, "timeout_s": 3.0}, timeout=8.0)
             except control.ControlError as e:
                 res = {"accepted": False, "message": str(e)}
         else:
@@ -312,9 +315,9 @@ def bad_candidate(kind: str, g: Guardrails, status: Optional[dict]) -> tuple[dic
 # ---- running one app ---------------------------------------------------------------------------
 
 def _serve_capacities(seed: int) -> dict[str, float]:
-    """Saturated throughput (requests/s) of fp32, int8 and early_exit_1, measured now on this
-    machine. fp32's is the unit of every serve phase's offered load, the same for all arms."""
-    return {v: round(serve_capacity(seed, v), 1) for v in ("fp32", "int8", "early_exit_1")}
+    """The fp32 capacity (requests per CPU-second, see sweep.serve_capacity) that sizes every
+    serve phase's offered load, the same for all arms."""
+    return {"fp32_cpu": round(serve_capacity(seed), 1)}
 
 
 class PhaseReference:
@@ -365,14 +368,16 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str, ref: Optional[PhaseRef
         for a in arms:
             a.start()
         inject_at = INJECT_AT[kind] * arms[0].seconds
+        inject_by = INJECT_BY[kind] * arms[0].seconds
         injected = False
+        arq = next((a for a in arms if a.arm == "arqond"), None)
         while any(a.running() for a in arms):
             t = max(a.t_now() for a in arms)
             if ref is not None:
                 ref.poll(t)
-            if not injected and t >= inject_at:
+            busy = arq is not None and (arq.latest_poll() or {}).get("rollout_state") in ("shadow", "canary", "baking")
+            if not injected and t >= inject_at and (not busy or t >= inject_by):
                 injected = True
-                arq = next((a for a in arms if a.arm == "arqond"), None)
                 knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status() if arq else None)
                 for attempt in range(3):
                     res = arq.inject(knobs, variant, f"fault injection: {why}") if arq else {"accepted": True}
@@ -409,8 +414,8 @@ def run_app(kind: str, seconds: float, seed: int, work: Path, view: LiveView,
         ref = PhaseReference(kind, seed, best, seconds, work) if best else None
         return _run_arms(arms, view, kind, ref)
     caps = _serve_capacities(seed)
-    cap = caps["fp32"]
-    view.event(kind, "capacity (saturated, req/s): " + ", ".join(f"{k} {v:.0f}" for k, v in caps.items()))
+    cap = caps["fp32_cpu"]
+    view.event(kind, f"fp32 capacity {cap:.0f} requests per CPU-second: the unit of every phase's load")
     out = {}
     for arm in ("arqond", "unguarded", "static"):
         view.event(kind, f"serve arm {arm} (arms run one at a time: each load is sized to a core)")
@@ -539,6 +544,28 @@ def _injection(arm: dict, cycle_s: float) -> dict:
     return out
 
 
+def _presets(arm: dict) -> list[dict]:
+    """Every rollout of an approved catalog entry proposed because the conditions changed
+    (Tier 2's regime entries): when, which entry, and how it ended, from the ledger."""
+    t0 = arm["t0_ns"]
+    ev = arm.get("ledger") or []
+    out = []
+    for e in ev:
+        if e["event"] != "proposal" or e.get("source") != "context":
+            continue
+        pid = e["proposal_id"]
+        a0 = (e.get("arms") or [{}])[0]
+        end = next((x for x in ev if x["event"] in ("promotion", "rollback") and x.get("proposal_id") == pid), None)
+        val = next((x for x in ev if x["event"] == "validation" and x.get("proposal_id") == pid), None)
+        outcome = ("promoted" if end and end["event"] == "promotion" else
+                   f"rolled back ({end['rule']})" if end else
+                   f"refused ({val['rule']})" if val and not val.get("accepted") else "running at the end")
+        out.append({"t_s": round((e["t_ns"] - t0) / 1e9, 3), "entry": a0.get("preset") or a0.get("variant"),
+                    "note": e.get("note", ""), "outcome": outcome,
+                    "promoted_at_s": round((end["t_ns"] - t0) / 1e9, 3) if end and end["event"] == "promotion" else None})
+    return out
+
+
 def _rollbacks(arm: dict) -> list[dict]:
     """Every rollback with its reason, and how long until the data plane acknowledged the
     baseline generation it reverted to (ack event), from the ledger."""
@@ -614,6 +641,7 @@ def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float, refere
             entry["rollbacks"] = _rollbacks(a)
             ev = a.get("ledger") or []
             entry["promotions"] = sum(1 for e in ev if e["event"] == "promotion")
+            entry["presets"] = _presets(a)
             entry["proposals"] = sum(1 for e in ev if e["event"] == "proposal")
         out["arms"][name] = entry
     base_series = _series(kind, g, arms["arqond"]["statuses"], phases, "baseline")

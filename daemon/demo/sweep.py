@@ -179,22 +179,21 @@ def approved_variants() -> tuple[str, ...]:
     return tuple(v for v in SERVE_GRID["variant"] if v in ok)
 
 
-def serve_capacity(seed: int = 1, variant: str = "fp32", seconds: float = 0.6, offered_rps: float = 30000.0) -> float:
-    """Requests/s the serve process completes when saturated with `variant` (generator, one
-    worker and telemetry included), measured now on this machine: offered `offered_rps` (far
-    above any variant's throughput but early_exit_1's) for `seconds`, completions over the run
-    time (the queue left at the end drains at the same rate). The demo's phase loads are
-    multiples of the fp32 figure, so "high" overloads fp32 on whatever machine runs it."""
-    # phase 0 ("low") holds load 0.3 without bursts: --capacity C offers 0.3 C
-    app = start_app("serve", unique_name("capacity"), "demo", seed, fixed={"variant": variant},
-                    extra=["--phase", "0", "--duration", repr(float(seconds)), "--capacity", repr(offered_rps / 0.3)])
-    try:
-        res = app.result(timeout=60)
-    finally:
-        app.close()
-    ph = res["phases"][0]
-    done = ph["baseline"]["count"] - ph["dropped"]
-    return float(done / max(res["ran_s"], 1e-3))
+def serve_capacity(seed: int = 1, repeats: int = 3) -> float:
+    """fp32 requests per CPU-second of one worker, as the serve data plane measures it at startup
+    (thread CPU time, median of 5 chunks), the best of `repeats` starts: preemption does not
+    count, but a neighbour thrashing the shared cache makes a start read up to 40% low. Every
+    serve phase's offered load is a multiple of it, and the demo passes the one figure to every
+    arm and every sweep point, so all of them see the same offered load."""
+    best = 0.0
+    for _ in range(max(1, repeats)):
+        app = start_app("serve", unique_name("capacity"), "demo", seed, fixed={"variant": "early_exit_1"},
+                        extra=["--phase", "0", "--duration", "0.1"])
+        try:
+            best = max(best, float(app.result(timeout=60)["capacity_fp32_rps"]))
+        finally:
+            app.close()
+    return best
 
 
 def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[str, Sequence] | None = None,
@@ -269,6 +268,12 @@ def best_static(kind: str, scenario: str = "demo", seed: int = 1, grid: Mapping[
            "objective": objective.__name__, "phases": per_phase, "overall": None}
     if overall and len(phase_ids) > 1:
         winners = {tuple(sorted(p["best"].items())): p["best"] for p in per_phase}
+        if set(grid) == {"variant"}:
+            # variants only (serve): every variant is a fixed setting one could have held, not only
+            # the phase winners (a variant that wins no phase may be the only one keeping all of them)
+            for v in grid["variant"]:
+                cand = {**start, "variant": v}
+                winners.setdefault(tuple(sorted(cand.items())), cand)
         pairs = list(itertools.product(winners.values(), phase_ids))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
             runs = list(ex.map(lambda sp: _run_point(kind, scenario, seed, sp[1], sp[0], seconds, extra), pairs))
