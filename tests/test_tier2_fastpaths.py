@@ -92,9 +92,10 @@ class ArrayES(AntitheticES):
         order = np.argsort(y, kind="stable")
         w[order] = self.util
         wp, wm = w[:p], w[p:]
-        self.m += ((wp - wm) * (cfg.lr * self.sigma / p)) @ self.eps
-        clip_(self.m, 0.0, 1.0)
-        sq = np.diagonal(self.eps @ self.eps.T) / self.d - 1.0
+        self.mu += (((wp - wm) * (cfg.lr * self.sigma / p)) @ self.eps) * self.span
+        clip_(self.mu, self.lo, self.hi)
+        # |eps_i|^2 summed left to right, as a Python loop does.
+        sq = np.array([sum((r * r).tolist()) for r in self.eps]) / self.d - 1.0
         self.sigma *= math.exp(cfg.lr_sigma * sum(((wp + wm) * sq).tolist()) / p)  # left to right
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):
@@ -103,7 +104,7 @@ class ArrayES(AntitheticES):
 
 
 def _iterate(o) -> bytes:
-    return np.asarray(o.theta_a if isinstance(o, ArraySPSA) else (o.th if isinstance(o, SPSA) else o.m)).tobytes()
+    return np.asarray(o.theta_a if isinstance(o, ArraySPSA) else (o.th if isinstance(o, SPSA) else o.mu)).tobytes()
 
 
 @pytest.mark.parametrize("cls, kind, opts", [
