@@ -9,6 +9,13 @@ slot weight; the objective is mean latency (1000 us):
 Scenarios: healthy changes (effect 0) and 10% regressions (candidate mean x 1.10).
 Each trial proposes one rollout and runs it to promotion or rollback.
 
+SLA first (judge.py): objective = quality (maximise), SLO lat p99 <= 2500 us (p99 = 2 x mean in
+the simulator), no comparative SLO; the candidate's quality is 5% worse in both scenarios.
+  sla_first   baseline lat 2000 us (p99 4000: breaches at any drift), candidate 800 us (p99 1600:
+              meets by >= 23% at any drift): must be promoted on feasibility, ideally at each first look.
+  sla_both    baseline 2000 us, candidate 1700 us (p99 3400: breaches at any drift): both infeasible,
+              so feasibility cannot pass it and its worse objective must not be promoted.
+
 Peer (Kayenta NetflixACAJudge's MannWhitneyClassifier, 98% confidence, tolerance 0.25 x
 |Hodges-Lehmann estimate|), same noise model and seeds: at each judged canary weight it gets
 `KAYENTA_WINDOW_S` of raw per-cycle objective samples of candidate and baseline (the data our
@@ -24,7 +31,7 @@ import time
 import numpy as np
 
 from daemon.tier1.config import load_guardrails
-from daemon.tier1.events import Rollback
+from daemon.tier1.events import JudgeVerdict, Rollback
 from daemon.tier1.executor import Executor
 from daemon.tier1.judge import mann_whitney_kayenta
 from daemon.tier1.model import Arm, Proposal
@@ -46,6 +53,15 @@ DECL = Declaration(knobs=(KnobDecl("x", 0.0, 1.0, 0.5),), fields=(FieldDecl("lat
 
 
 KAYENTA_WINDOW_S = 4.0
+
+SLA_CONFIG = """
+target: bench
+knobs: {x: {}}
+objective: {direction: maximize, terms: [{field: q, stat: mean}]}
+slos:
+  - {name: p99, field: lat, stat: p99, max: 2500}
+"""
+SLA_DECL = Declaration(knobs=(KnobDecl("x", 0.0, 1.0, 0.5),), fields=(FieldDecl("lat", "us"), FieldDecl("q")))
 
 
 def _sim(effect: float, seed: int, baseline_x: list) -> TelemetrySim:
@@ -80,11 +96,23 @@ def _kayenta_trial(effect: float, seed: int, weights) -> str:
     return worst
 
 
-def _trial(g, effect: float, seed: int) -> dict:
-    x = Executor(g, DECL, run_id=f"bench-{seed}")
+def _sla_sim(cand_lat: float, seed: int, baseline_x: list) -> TelemetrySim:
+    phase = float(np.random.default_rng(seed).uniform(0, 2 * math.pi))
+
+    def truth(sl, i, t):
+        cand = sl.knobs[0] != baseline_x[0]
+        return {"lat": cand_lat if cand else 2000.0, "q": 0.95 if cand else 1.0}
+
+    return TelemetrySim(truth, seed=seed, phi=0.9, ar_sd=0.03, shared_ar_sd=0.05, white_sd=0.30,
+                        drift=lambda t: 0.2 * math.sin(2 * math.pi * t / (120 * NS) + phase))
+
+
+def _trial(g, effect: float, seed: int, sla_cand_lat: float = 0.0) -> dict:
+    x = Executor(g, SLA_DECL if sla_cand_lat else DECL, run_id=f"bench-{seed}")
     x.start(0)
     base = [0.5]
-    sim = _sim(effect, seed, base)
+    sim = _sla_sim(sla_cand_lat, seed, base) if sla_cand_lat else _sim(effect, seed, base)
+    looks = []
     t = PERIOD_NS
     v = x.propose(t, Proposal(f"p{seed}", "rollout", (Arm({"x": 0.55}),), source="bench", seed=seed))
     assert v.accepted, v.message
@@ -97,6 +125,8 @@ def _trial(g, effect: float, seed: int) -> dict:
         for e in x.step(t, inp).events:
             if type(e) is Rollback:
                 rule = e.rule
+            elif type(e) is JudgeVerdict and e.decision == "promote":
+                looks.append((e.look, e.rule))
         base[0] = x.state.baseline[0]
         if x.mstate is State.PROMOTED or (x.mstate is State.IDLE and x.state.baseline[0] == 0.55):
             outcome = "promoted"
@@ -104,6 +134,9 @@ def _trial(g, effect: float, seed: int) -> dict:
             outcome = "rolled_back"
         elif t - start > 400 * NS:
             outcome = "stuck"
+    if sla_cand_lat:
+        return {"outcome": outcome, "time_s": (t - start) / NS, "rule": rule, "looks": looks,
+                "cycles": (t - start) // PERIOD_NS}
     weights = [w for w in g.rollout.canary_steps if w < 1.0]
     return {"outcome": outcome, "time_s": (t - start) / NS, "rule": rule, "kayenta": _kayenta_trial(effect, seed, weights),
             "cycles": (t - start) // PERIOD_NS}
@@ -117,8 +150,13 @@ def run(quick: bool = False) -> dict:
     t0 = time.perf_counter()
     healthy = [_trial(g, 0.0, 10_000 + i) for i in range(n)]
     regress = [_trial(g, 0.10, 20_000 + i) for i in range(n)]
+    gs = load_guardrails(SLA_CONFIG)
+    sla = [_trial(gs, 0.0, 30_000 + i, sla_cand_lat=800.0) for i in range(n // 3)]
+    both = [_trial(gs, 0.0, 40_000 + i, sla_cand_lat=1700.0) for i in range(n // 3)]
     wall = time.perf_counter() - t0
-    cycles = sum(r["cycles"] for r in healthy + regress)
+    cycles = sum(r["cycles"] for r in healthy + regress + sla + both)
+    sla_t = np.array([r["time_s"] for r in sla if r["outcome"] == "promoted"])
+    sla_steps = [lk for r in sla for lk in r["looks"]]
     det = np.array([r["time_s"] for r in regress if r["outcome"] == "rolled_back"])
     promo_t = np.array([r["time_s"] for r in healthy if r["outcome"] == "promoted"])
     frac = lambda rs, o: sum(r["outcome"] == o for r in rs) / len(rs)
@@ -136,6 +174,14 @@ def run(quick: bool = False) -> dict:
         "healthy_promotion_time_s_p50": float(np.percentile(promo_t, 50)) if promo_t.size else None,
         "false_rollback_rules": {k: sum(1 for r in healthy if r["outcome"] == "rolled_back" and r["rule"] == k)
                                  for k in sorted({r["rule"] for r in healthy if r["outcome"] == "rolled_back"})},
+        "sla_first_trials": len(sla),
+        "sla_first_promotion_rate": frac(sla, "promoted"),
+        "sla_first_steps_passed_at_first_look": (sum(1 for lk, _ in sla_steps if lk == 1) / len(sla_steps)
+                                                 if sla_steps else None),
+        "sla_first_steps_passed_on_feasibility": (sum(1 for _, ru in sla_steps if ru == "feasibility_first")
+                                                  / len(sla_steps) if sla_steps else None),
+        "sla_first_promotion_time_s_p50": float(np.percentile(sla_t, 50)) if sla_t.size else None,
+        "sla_both_infeasible_promotion_rate": frac(both, "promoted"),
         "kayenta_mwu98_false_rollback_rate": sum(k == "high" for k in kh) / len(kh),
         "kayenta_mwu98_power": sum(k == "high" for k in kr) / len(kr),
         "kayenta_nodata_rate": sum(k == "nodata" for k in kh + kr) / (2 * n),
