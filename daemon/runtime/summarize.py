@@ -33,15 +33,17 @@ def telemetry(slot_records: np.ndarray, stats: np.ndarray, field_names: tuple[st
     """SlotTelemetry of every slot with records, from arqd_summarize's output (a field with no
     finite value in a slot is left out of that slot's `fields`)."""
     out = []
-    counts = slot_records.tolist()
-    for s, n in enumerate(counts):
+    rows = None
+    for s, n in enumerate(slot_records.tolist()):
         if not n:
             continue
+        if rows is None:
+            rows = stats.tolist()                 # one conversion for every slot
         fields = {}
-        for j, row in enumerate(stats[s].tolist()[:len(field_names)]):
+        for name, row in zip(field_names, rows[s]):
             c = row[0]
             if c:
-                fields[field_names[j]] = FieldStats(int(c), row[1] / c, row[2], row[3], row[4], row[5], row[6])
+                fields[name] = FieldStats(int(c), row[1] / c, row[2], row[3], row[4], row[5], row[6])
         out.append(SlotTelemetry(slot=s, generation=generation, n_records=n, window_ns=window_ns, fields=fields))
     return tuple(out)
 
