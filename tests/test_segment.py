@@ -358,3 +358,46 @@ def test_poll_drains_every_ring_renews_the_lease_and_reads_the_plane_in_one_call
         assert seg.load_u64(seg._ctl_off("daemon_heartbeat_ns")) == now
         p.result()
         p.finish()
+
+
+def test_poll_summary_summarises_every_record_of_the_generation_without_handing_them_to_python():
+    import select
+    from shm_layout.segment import STAT_COUNT, STAT_MAX, STAT_MIN, STAT_SUM
+    n = 5000
+    with Plane("produce", unique_name(), "2", str(n), "--lossless") as p, Segment.attach(p.name) as seg:
+        seg.acquire_writer()
+        seg.publish(checked_snapshot(1), time.monotonic_ns() + 10**9)
+        p.send("go\n")
+        per_slot = np.zeros(spec.MAX_SLOTS, dtype=np.int64)
+        count = np.zeros(4)
+        total = np.zeros(4)
+        hi = -1.0
+        drained_total = 0
+        while drained_total < 2 * n:
+            now = time.monotonic_ns()
+            drained, used, st = seg.poll_summary(now, now + 2 * 10**9, 1, 0, 0b0001)
+            drained_total += drained
+            assert used == drained                      # every record ran under generation 1
+            assert int(seg.slot_records.sum()) == used
+            per_slot += seg.slot_records.astype(np.int64)
+            for s in range(spec.MAX_SLOTS):
+                if seg.slot_records[s]:
+                    count += seg.stats[s, :, STAT_COUNT]
+                    total += seg.stats[s, :, STAT_SUM]
+                    hi = max(hi, seg.stats[s, 0, STAT_MAX])
+                    assert seg.stats[s, 1, STAT_MIN] >= 0 and seg.stats[s, 1, STAT_MAX] <= 1
+                    assert not np.isnan(seg.stats[s, 0, 4:]).any()      # f0 asked for its quantiles
+                    assert np.isnan(seg.stats[s, 1, 4:]).all()          # f1 did not
+                else:
+                    assert seg.stats[s, 0, STAT_COUNT] == 0
+            select.select([], [], [], 0.001)
+        assert drained_total == 2 * n and per_slot.sum() == 2 * n
+        assert per_slot[0] > 0 and per_slot[1] > 0 and per_slot[2:].sum() == 0   # a 2-slot snapshot
+        assert (count == 2 * n).all()
+        assert total[1] == n                            # f1 is the ring number: ring 1's records sum to n
+        assert total[0] == 2 * (n * (n - 1) // 2) and hi == n - 1
+        assert st.state == spec.STATE_READY and seg.plane_state().lease_deadline_ns == now + 2 * 10**9
+        now = time.monotonic_ns()                        # nothing left: an empty summary
+        assert seg.poll_summary(now, now + 10**9, 1, 0, 1)[:2] == (0, 0) and seg.slot_records.sum() == 0
+        p.result()
+        p.finish()
