@@ -257,6 +257,47 @@ class Draws:
         self.ni, self.ui = i, j
         return out
 
+    def betas(self, rng: np.random.Generator, a: list, b: list, sqrt=math.sqrt) -> list:
+        """Beta(a_i, b_i) draws as Python floats: Ga / (Ga + Gb), the two gammas of each pair drawn
+        one after the other with gammas()'s squeeze fast path inline (no intermediate lists); anything
+        else goes to _gamma_slow. If both gammas underflow (shapes << 1) the draw is the mean."""
+        nl, ul = self._lists()
+        i, j = self.ni, self.ui
+        need = 2 * len(a)
+        if i + need > len(nl):
+            nl, i = self._refill_n(rng, need), 0
+        if j + need > len(ul):
+            ul, j = self._refill_u(rng, need), 0
+        out = []
+        for aa, bb in zip(a, b):
+            ga = -1.0
+            for sh in (aa, bb):
+                d = sh - 0.3333333333333333
+                x = nl[i]
+                v = 1.0 + x * 0.3333333333333333 / sqrt(d) if sh >= 1.0 else -1.0
+                u = ul[j]
+                x *= x
+                if v > 0.0 and u < 1.0 - 0.0331 * x * x:
+                    i += 1
+                    j += 1
+                    g = d * v * v * v
+                else:
+                    self.ni, self.ui = i, j
+                    g = self._gamma_slow(rng, sh)
+                    nl, ul = self._nl, self._ul
+                    i, j = self.ni, self.ui
+                    if i + need > len(nl):  # the rest of this call must fit: fresh blocks
+                        nl, i = self._refill_n(rng, need), 0
+                    if j + need > len(ul):
+                        ul, j = self._refill_u(rng, need), 0
+                if ga < 0.0:
+                    ga = g
+                else:
+                    t = ga + g
+                    out.append(ga / t if t > 0.0 else aa / (aa + bb))
+        self.ni, self.ui = i, j
+        return out
+
     def _gamma_slow(self, rng: np.random.Generator, a: float, log=math.log, sqrt=math.sqrt) -> float:
         """One Gamma(a, 1) draw, the full Marsaglia & Tsang loop (and the a < 1 boost), refilling the
         blocks as needed. Starts at the same numbers the fast loop looked at."""

@@ -66,12 +66,7 @@ class Lexicographic(Bandit):
         FZ = st.FZ
         a = [pf + z * sc for z in FZ]
         b = [pi + (n - z) * sc for n, z in zip(st.FN, FZ)]
-        g = draws.gammas(rng, a + b)  # Beta(a, b) = Ga / (Ga + Gb)
-        try:
-            draw = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
-        except ZeroDivisionError:  # both gammas underflowed (priors << 1): the posterior mean decides
-            draw = [ga / (ga + gb) if ga + gb > 0.0 else aa / (aa + bb)
-                    for ga, gb, aa, bb in zip(g[:k], g[k:], a, b)]
+        draw = draws.betas(rng, a, b)
         fr = cfg.feasible_rate
         eligible = [x >= fr for x in draw]
         if cfg.min_feasible_prob > 0.0:

@@ -33,14 +33,8 @@ class BetaThompson(Bandit):
         S = st.S
         a = [pa + s * sc for s in S]
         b = [pb + (n - s) * sc for n, s in zip(st.N, S)]
-        # Beta(a, b) = Ga / (Ga + Gb), both gammas from the buffered stream (Draws.gammas).
-        g = self.draws.gammas(self.rng, a + b)
+        theta = self.draws.betas(self.rng, a, b)  # Beta(a, b) from the buffered stream
         k = self.n_arms
-        try:
-            theta = [ga / (ga + gb) for ga, gb in zip(g[:k], g[k:])]
-        except ZeroDivisionError:  # both gammas underflowed (shapes << 1): the posterior mean decides
-            theta = [ga / (ga + gb) if ga + gb > 0.0 else aa / (aa + bb)
-                     for ga, gb, aa, bb in zip(g[:k], g[k:], a, b)]
         if cfg.optimistic:
             for i in range(k):
                 m = a[i] / (a[i] + b[i])
