@@ -6,6 +6,9 @@
                    arm (the deepest rejection: every earlier rule has run).
   step             `Executor.step` once per 10 ms cycle while a probe runs: ack, 3 slots of
                    telemetry (objective, 2 SLOs), window bookkeeping, probe end.
+  step_canary      `Executor.step` while a rollout runs its canary steps, bake and promotion:
+                   2 slots of telemetry, SLO windows, paired blocks (objective and the SLOs'
+                   feasibility values), judge looks.
 
 The executor first takes `WARM` untimed proposals so that its recent-id list, knob history and
 event sequence are those of a daemon that has run for a while (the id list is near its 4096 cap).
@@ -70,8 +73,10 @@ def _fs(mean: float, n: int) -> FieldStats:
     return FieldStats(n, mean, 0.5 * mean, 3.0 * mean, mean, 1.8 * mean, 2.5 * mean)
 
 
-def _telemetry(now: int, gen: int, n_slots: int) -> tuple[SlotTelemetry, ...]:
-    return tuple(SlotTelemetry(s, gen, 40, 10 * MS, {"lat": _fs(1000.0 + s, 40), "err": _fs(0.01, 40),
+def _telemetry(now: int, gen: int, n_slots: int, better: bool = False) -> tuple[SlotTelemetry, ...]:
+    """Every slot's summary; a candidate slot is 1 us slower (or faster with `better`)."""
+    d = -1.0 if better else 1.0
+    return tuple(SlotTelemetry(s, gen, 40, 10 * MS, {"lat": _fs(1000.0 + d * s, 40), "err": _fs(0.01, 40),
                                                       "q": _fs(0.9, 40)}) for s in range(n_slots))
 
 
@@ -183,6 +188,30 @@ def run(quick: bool = False) -> dict:
             gen = x.state.generation
             k += 1
         steps_per_round = max(steps_per_round, k)
+    # Rollouts run to promotion (timed per step): the canary's block and judge work.
+    canary = _Timer()
+    for i in range(3 if quick else 10):
+        now += 2 * NS
+        v = x.propose(now, Proposal(f"bench-canary-{i}", "rollout",
+                                    (Arm({f"k{j}": x.state.baseline[j] + 0.01 for j in range(N_KNOBS)}),),
+                                    source="bench", seed=i))
+        if not v.accepted:
+            outcomes["unexpected"].append(f"canary {i}: {v.rule} {v.message}")
+            continue
+        gen, k = v.snapshot.generation, 0
+        while x.mstate is not State.IDLE and k < 10_000:
+            now += 10 * MS
+            snap = x.snapshot
+            inp = CycleInput(now, gen, _telemetry(now, gen, len(snap.slots), better=True) if k else (),
+                             ack_generation=gen)
+            w0, c0 = pc(), tc()
+            x.step(now, inp)
+            c1, w1 = tc(), pc()
+            canary.wall.append(w1 - w0)
+            canary.cpu.append(c1 - c0)
+            gen = x.state.generation
+            k += 1
+    promotions = x.state.baseline != DECL.initial_values()
     gc.collect()
     out = {
         "suite": "tier1",
@@ -191,6 +220,7 @@ def run(quick: bool = False) -> dict:
         "propose_accept_rollout": acc_roll.summary(blocks),
         "propose_reject": rej.summary(blocks),
         "step": stp.summary(blocks),
+        "step_canary": {**canary.summary(blocks), "promoted": bool(promotions)},
         "outcomes": {**outcomes, "unexpected": outcomes["unexpected"][:5],
                      "n_unexpected": len(outcomes["unexpected"])},
         "state_at_end": {"recent_ids": len(x.state.recent_ids), "seq": x.state.last_seq,
