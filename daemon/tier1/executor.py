@@ -146,6 +146,11 @@ class _KnobLog:
         return approx, 4.0 * (self.n_run + len(self.costs) + 4) * _U * hi
 
 
+# Events that change no persistent fact but the sequence and config generation (most of a step's).
+_NO_STATE = frozenset((ev.Transition, ev.Digest, ev.JudgeVerdict, ev.SloCheck, ev.Ack, ev.CommandEvent,
+                       ev.ConfigReload))
+
+
 class ExecState(msgspec.Struct, dict=True):
     """Everything that must survive a restart, rebuilt by folding events in order.
 
@@ -199,6 +204,8 @@ class ExecState(msgspec.Struct, dict=True):
         self.last_seq = e.seq
         self.config_generation = e.config_generation
         t = type(e)
+        if t in _NO_STATE:
+            return
         if t is ev.Apply:
             self.generation = e.new_config_version
             self.live = e.snapshot
