@@ -51,6 +51,8 @@ INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a 
 # ...postponed while arqond is in the middle of a rollout (its canary or bake can last seconds and
 # the bad candidate would go live in the next phase, where it may not be bad), at most until this
 INJECT_BY = {"universe": 0.70, "serve": 0.44}
+RETRY_INJECTION = ("max_delta", "bounds", "hysteresis", "no_change", "cooldown", "min_interval", "rate_limit",
+                   "one_experiment_per_scope")
 RECONVERGE_LIMIT_S = 3.0    # floor: back within 5% of the best static setting within 3 s
 RECONVERGE_TOL = 0.05
 SMOOTH_S = 0.5              # re-convergence is judged on a rolling window of this length
@@ -379,11 +381,13 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str, ref: Optional[PhaseRef
             if not injected and t >= inject_at and (not busy or t >= inject_by):
                 injected = True
                 knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status() if arq else None)
-                for attempt in range(3):
+                for attempt in range(6):
                     res = arq.inject(knobs, variant, f"fault injection: {why}") if arq else {"accepted": True}
-                    if res.get("accepted") or res.get("rule") not in ("max_delta", "bounds", "hysteresis", "no_change"):
+                    if res.get("accepted") or res.get("rule") not in RETRY_INJECTION:
                         break
-                    # a promotion moved the baseline between our status read and the proposal
+                    # a promotion moved the baseline between our status read and the proposal, or
+                    # Tier 1 is between experiments (cooldown after a rollback): ask again
+                    time.sleep(0.1)
                     knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status())
                 for a in arms:
                     if a.arm == "unguarded":

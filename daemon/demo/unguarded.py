@@ -6,7 +6,10 @@ judge, no SLO check, no rollback. Each point the optimizer asks for is published
 (all traffic) for one evaluation window; its objective (the profile's objective terms over the
 records of that generation, past the settle time) is told back. A bad candidate injected into
 it becomes its incumbent, exactly as an accepted rollout would, and stays until the optimizer
-itself moves away.
+itself moves away. Variants explore as Tier 2's do: a tournament every `explore_every` rounds and
+after every change of the conditions' regime (tuning.context), each other eligible variant for
+one window, on all traffic (without Tier 1 there are no probe slots); the bandit (which learns the
+SLA per play) then names the variant to hold.
 
 `UnguardedTuner` is the pure core (time and records are passed in, seeded RNG owned);
 `main()` is the edge (shared memory, stdin commands, stdout trace), run as
@@ -95,12 +98,16 @@ class UnguardedTuner:
         self.generation = 0
         self.applied_ns = 0
         self.rows: list[np.ndarray] = []
-        self.queue: list[tuple[np.ndarray, int]] = []   # (point, variant index) still to run this round
+        self.queue: list[tuple[np.ndarray, int, str]] = []   # (point, variant index, kind) still to run
         self.told: list[float] = []
         self.arm_variant: list[int] = []
         self.trace: list[dict] = []      # one entry per finished evaluation
         self.opt = None
         self.regime: Optional[tuple] = None      # conditions band (see _observe_context)
+        self.variant_ids = [list(decl.variants).index(v) for v in self.variants]
+        self.rounds = 0
+        self.explore_now = True                  # a tournament first, and after every regime change
+        self.kind = "point"                      # what the live window is: point | tournament | injected
         self._restart(np.array([self.values[i] for i in self.idx]))
 
     def _restart(self, x0: np.ndarray) -> None:
@@ -130,6 +137,7 @@ class UnguardedTuner:
             self.bandit = make_bandit(self.g.tuning.bandit, len(self.variants),
                                       seed=self.seed * 7919 + (zlib.crc32(repr(self.regime).encode()) & 0xFFFF),
                                       discount=0.95)
+        self.explore_now = True
         self.trace.append({"t_ns": self.applied_ns, "event": "regime", "regime": list(self.regime)})
 
     # ---- snapshots -----------------------------------------------------------------------
@@ -160,22 +168,42 @@ class UnguardedTuner:
         if variant:
             vi = list(self.decl.variants).index(variant)
         self._restart(np.array([self.values[i] for i in self.idx]))
-        self.queue = [(np.array([self.values[i] for i in self.idx]), vi)]
-        self.injected = True
+        self.queue = [(np.array([self.values[i] for i in self.idx]), vi, "injected")]
+        x, vi, self.kind = self.queue.pop(0)
         return self._apply(now_ns, None, vi)
 
     # ---- the loop ------------------------------------------------------------------------
 
+    def _leader(self) -> int:
+        """The variant to hold (declared index): the best mean reward among variants likely to
+        meet the SLA, as the driver rolls out a tournament's clear winner; the current one while
+        nothing is known."""
+        means = self.bandit.means()
+        feas = getattr(self.bandit, "feasible_prob", None)
+        ok = feas() if feas is not None else np.ones(len(self.variants))
+        n = self.bandit.stats.n
+        cand = [i for i in range(len(self.variants)) if n[i] >= 1 and ok[i] >= 0.5 and not math.isnan(means[i])]
+        if not cand:
+            return self.variant
+        return self.variant_ids[max(cand, key=lambda i: means[i])]
+
     def _next(self, now_ns: int) -> Optional[SnapshotSpec]:
         if not self.queue:
-            X = self.opt.ask()
-            if isinstance(X, NoChange):
-                return None
-            v = self.bandit.select() if self.bandit is not None else self.variant
-            vi = list(self.decl.variants).index(self.variants[v]) if self.bandit is not None else v
-            self.queue = [(np.asarray(x, float), vi) for x in np.atleast_2d(X)]
-            self.told, self.arm_variant = [], []
-        x, vi = self.queue.pop(0)
+            self.rounds += 1
+            here = np.array([self.values[i] for i in self.idx])
+            if self.bandit is not None and (self.explore_now or self.rounds % max(1, self.g.tuning.explore_every) == 0):
+                # Tier 2's variant tournament: every other eligible variant for one window. Without
+                # Tier 1 there are no probe slots, so each plays on all traffic in turn.
+                self.explore_now = False
+                self.queue = [(here, vi, "tournament") for vi in self.variant_ids if vi != self.variant]
+            if not self.queue:
+                X = self.opt.ask()
+                if isinstance(X, NoChange):
+                    return None
+                vi = self._leader() if self.bandit is not None else self.variant
+                self.queue = [(np.asarray(x, float), vi, "point") for x in np.atleast_2d(X)]
+                self.told = []
+        x, vi, self.kind = self.queue.pop(0)
         return self._apply(now_ns, x, vi)
 
     def step(self, now_ns: int, rows: np.ndarray) -> Optional[SnapshotSpec]:
@@ -191,24 +219,24 @@ class UnguardedTuner:
                 return None    # not enough traffic yet: keep the point a little longer
         y = objective_of(self.g, slots[0].fields) if slots else None
         y = math.inf if y is None else y
-        self.trace.append({"t_ns": now_ns, "generation": self.generation, "objective": y, "n": used,
+        self.trace.append({"t_ns": now_ns, "generation": self.generation, "objective": y, "n": used, "kind": self.kind,
                            "knobs": {self.decl.knobs[i].name: self.values[i] for i in self.idx},
                            "variant": self.decl.variants[self.variant] if self.decl.variants else ""})
-        if getattr(self, "injected", False):
-            self.injected = False      # the injected incumbent's own window: the optimizer goes on from it
-        else:
-            self.told.append(y if math.isfinite(y) else 1e6)
+        if self.kind != "injected":    # the injected incumbent's own window: the optimizer goes on from it
             if slots and self.g.tuning.context:
                 self._observe_context(slots[0].fields)
-            if self.bandit is not None and self.variant in [list(self.decl.variants).index(v) for v in self.variants]:
-                arm = self.variants.index(self.decl.variants[self.variant])
+            if self.bandit is not None and self.variant in self.variant_ids:
+                arm = self.variant_ids.index(self.variant)
                 # the bandit learns the SLA as Tier 2 does inside arqond (feasibility per play),
                 # so it explores the same way; what is missing is Tier 1, not information
                 ok = slos_met(self.g, slots[0].fields) if slots else None
                 self.bandit.update(arm, -y if math.isfinite(y) else -1e6, feasible=ok)
-            if not self.queue and len(self.told) == max(1, getattr(self.opt, "batch_size", 1)):
-                self.opt.tell(np.array(self.told))
-                self.told = []
+            if self.kind == "point":
+                self.told.append(y if math.isfinite(y) else 1e6)
+                if (not any(q[2] == "point" for q in self.queue)
+                        and len(self.told) == max(1, getattr(self.opt, "batch_size", 1))):
+                    self.opt.tell(np.array(self.told))
+                    self.told = []
         return self._next(now_ns)
 
 
