@@ -6,7 +6,7 @@ import math
 import msgspec
 import numpy as np
 
-from ..core import Draws, register, register_struct
+from ..core import register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
 
@@ -41,22 +41,36 @@ class PBTLite(BoxOptimizer):
         if not (0 < cfg.fraction <= 0.5):
             raise ValueError(f"pbt.fraction: expected 0 < fraction <= 0.5, got {cfg.fraction}")
         self.cfg = cfg
-        self.members = np.clip(
+        members = np.clip(
             self.z0 + self.rng.uniform(-cfg.init_spread, cfg.init_spread, (cfg.pool, self.d)), 0.0, 1.0
         )
-        self.members[0] = self.z0  # the start point itself is always in the pool
-        self.draws = Draws()
+        members[0] = self.z0  # the start point itself is always in the pool
+        # The population is kept in user units (ask() is then one copy, not a mapping) and so are the
+        # explore bounds: a move of explore_sigma / explore_max of each knob's range.
+        self.pop = self.to_user(members)
+        self.move_sd = self.span * cfg.explore_sigma
+        self.move_max = self.span * cfg.explore_max
+        # Explore moves do not depend on the data: they are drawn, scaled and clipped for MOVE_BLOCK
+        # exploit steps at once (three array calls per block instead of per step).
+        self.moves = np.zeros((0, 1, self.d))
+        self.pick: list = []
+        self.move_i = 0
         # EMA score per member (Python floats: 8 members cost less than one numpy call); NaN = not
         # measured yet.
         self.scores = [math.nan] * cfg.pool
         self.n_swap = max(1, int(round(cfg.fraction * cfg.pool)))
 
     @property
+    def members(self) -> np.ndarray:
+        """(pool, d) the population, normalised units."""
+        return self.to_unit(self.pop)
+
+    @property
     def batch_size(self) -> int:
         return self.cfg.pool
 
-    def _ask(self) -> np.ndarray:
-        return self.members  # read only until tell(), which replaces rows after pending is cleared
+    def _ask_user(self) -> np.ndarray:
+        return self.pop.copy()  # tell() replaces rows of pop; the asked round must not change
 
     def _tell(self, y: np.ndarray, ys: list) -> None:
         cfg = self.cfg
@@ -68,19 +82,37 @@ class PBTLite(BoxOptimizer):
         ns = self.n_swap
         order = sorted(range(cfg.pool), key=sc.__getitem__)  # stable, like argsort(kind="stable")
         top, bottom = order[:ns], order[-ns:]
-        # Parents uniform over the top; moves N(0, explore_sigma), clipped to explore_max, then the box.
-        parents = [top[int(u * ns)] for u in self.draws.uniforms(self.rng, ns)]
-        move = self.draws.normal_array(self.rng, ns * self.d).reshape(ns, self.d) * cfg.explore_sigma
-        clip_(move, -cfg.explore_max, cfg.explore_max)
-        move += self.members[parents]
-        self.members[bottom] = clip_(move, 0.0, 1.0)
+        # Parents uniform over the top (a block of uniforms rides along with the moves); moves
+        # N(0, explore_sigma) clipped to explore_max, added to the parent, then the box.
+        i = self.move_i
+        if i >= self.moves.shape[0]:
+            self._draw_moves()
+            i = 0
+        self.move_i = i + 1
+        parents = [top[int(u * ns)] for u in self.pick[i]]
+        move = self.moves[i] + self.pop[parents]
+        self.pop[bottom] = clip_(move, self.lo, self.hi)
         for b, p in zip(bottom, parents):
             sc[b] = sc[p]
 
-    def _best(self) -> np.ndarray:
+    MOVE_BLOCK = 8
+
+    def _draw_moves(self) -> None:
+        ns, d = self.n_swap, self.d
+        self.pick = self.rng.random((self.MOVE_BLOCK, ns)).tolist()
+        m = self.rng.standard_normal((self.MOVE_BLOCK, ns, d))
+        m *= self.move_sd
+        self.moves = clip_(m, -self.move_max, self.move_max)
+        self.move_i = 0
+
+    def recommend(self) -> np.ndarray:
+        """(d,) the best-scored member (the start point before any score), user units."""
         sc = self.scores
         if all(s != s for s in sc):
-            return self.members[0].copy()
+            return self.pop[0].copy()
         # np.nanargmin: the first minimum among the measured members.
         best = min((i for i in range(len(sc)) if sc[i] == sc[i]), key=sc.__getitem__)
-        return self.members[best].copy()
+        return self.pop[best].copy()
+
+    def _best(self) -> np.ndarray:
+        return self.to_unit(self.recommend())
