@@ -64,22 +64,27 @@ _C = spec.SNAPSHOT_COPY
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-def _copy_struct():
-    """struct format of a snapshot copy, from spec (the layout stays the single source)."""
+def _copy_struct(nk: int):
+    """struct format of a snapshot copy for a declaration of `nk` knobs, from spec (the layout
+    stays the single source): the knob columns past `nk` are pad bytes ('x': written as zeros,
+    no argument), so a publish passes 12 + nk * (MAX_SLOTS + 1) values, not all 92."""
     import struct
     codes = {"u32": "I", "u64": "Q", "f64": "d"}
+    knobs = f"{nk}d{(spec.MAX_KNOBS - nk) * 8}x"
     fmt, cur = "<", 0
     for f in _C.fields:
         if f.offset != cur:
             raise RuntimeError(f"snapshot copy: unexpected padding before {f.name}")
-        fmt += (str(f.count) if f.count > 1 else "") + codes[f.ctype]
+        if f.name == "global_knobs":
+            fmt += knobs
+        elif f.name == "knobs":
+            fmt += knobs * spec.MAX_SLOTS
+        else:
+            fmt += (str(f.count) if f.count > 1 else "") + codes[f.ctype]
         cur = f.offset + f.size
     st = struct.Struct(fmt)
-    assert st.size <= _C.size
+    assert st.size == cur <= _C.size
     return st
-
-
-_COPY_STRUCT = _copy_struct()
 
 
 class AttachError(Exception):
@@ -176,6 +181,7 @@ class Segment:
         self._copy = np.zeros(1, dtype=COPY_DT)
         self._copy_ptr = ffi.from_buffer("char[]", self._copy)
         self._copy_view = memoryview(self._copy.view(np.uint8))
+        self._copy_struct = _copy_struct(len(decl.knobs))
         # one region per ring so a whole cycle's drain is one C call (see poll)
         self._drain_buf = np.zeros(self.n_rings * self.capacity * self.record_words, dtype=np.uint64)
         self._drain_ptr = ffi.cast("uint64_t *", ffi.from_buffer("char[]", self._drain_buf))
@@ -192,6 +198,11 @@ class Segment:
         self._stats = np.zeros((spec.MAX_SLOTS, max(nf, 1), STAT_WORDS), dtype=np.float64)
         self._stats_ptr = ffi.cast("double *", ffi.from_buffer("char[]", self._stats))
         self._used = ffi.new("uint64_t *")
+        # poll_summary's arguments that never change, looked up once
+        self._nf = nf
+        self._ps_rings = (self._base, self.rings_off, self.ring_stride, self.n_rings, self.capacity,
+                          self.record_words, self._drain_ptr, self._counts_ptr)
+        self._ps_out = (spec.MAX_SLOTS, self._scratch_ptr, self._slot_records_ptr, self._stats_ptr, self._used)
         self._writer = False
 
     # ---- attach ---------------------------------------------------------------------
@@ -401,11 +412,8 @@ class Segment:
         in `slot_records` (records used per slot) and `stats` ([slot][field][STAT_*]), buffers
         the next call reuses; see arqd_summarize in native/src/arqd_helper.h for which records
         count. quantile_mask: bit j set = compute p50/p95/p99 of declaration field j."""
-        drained = lib.arqd_poll_summarize(
-            self._base, self.rings_off, self.ring_stride, self.n_rings, self.capacity, self.record_words,
-            self._drain_ptr, self._counts_ptr, now_ns, lease_deadline_ns, self._state_ptr,
-            len(self.declaration.fields), generation, max(since_ns, 0), quantile_mask, spec.MAX_SLOTS,
-            self._scratch_ptr, self._slot_records_ptr, self._stats_ptr, self._used)
+        drained = lib.arqd_poll_summarize(*self._ps_rings, now_ns, lease_deadline_ns, self._state_ptr, self._nf,
+                                          generation, max(since_ns, 0), quantile_mask, *self._ps_out)
         if drained < 0:
             r = -drained - 1
             raise AttachError(self.name, "ring_invariant", f"ring {r}: indices broke head <= tail <= head + cap")
@@ -454,24 +462,25 @@ class Segment:
     def encode(self, snap: SnapshotSpec) -> np.ndarray:
         """Fill the private copy buffer from a SnapshotSpec (validated by the caller: Tier 1).
 
-        One struct.pack_into over the whole copy (format derived from spec, checked at import):
-        numpy slice assignments cost ~1-2 us each and a publish needs a dozen of them."""
+        One struct.pack_into over the whole copy (format derived from spec for this declaration's
+        knob count): numpy slice assignments cost ~1-2 us each and a publish needs a dozen."""
         n_slots = len(snap.slots)
         if not 1 <= n_slots <= spec.MAX_SLOTS:
             raise ValueError(f"slots: expected 1..{spec.MAX_SLOTS}, got {n_slots}")
         nk = len(self.declaration.knobs)
-        pad_k = (0.0,) * (spec.MAX_KNOBS - nk)
-        cum = cum_weights([s.weight for s in snap.slots]) + [0xFFFFFFFF] * (spec.MAX_SLOTS - n_slots)
-        variants = [s.variant for s in snap.slots] + [0] * (spec.MAX_SLOTS - n_slots)
-        knobs: list[float] = []
+        missing = spec.MAX_SLOTS - n_slots
+        cum = cum_weights([s.weight for s in snap.slots]) + [0xFFFFFFFF] * missing
+        variants = [s.variant for s in snap.slots] + [0] * missing
+        knobs: list[float] = list(snap.global_knobs)
+        if len(knobs) != nk:
+            raise ValueError(f"global_knobs: expected {nk} values, got {len(knobs)}")
         for i, sl in enumerate(snap.slots):
             if len(sl.knobs) != nk:
                 raise ValueError(f"slots[{i}].knobs: expected {nk} values, got {len(sl.knobs)}")
             knobs.extend(sl.knobs)
-            knobs.extend(pad_k)
-        knobs.extend((0.0,) * (spec.MAX_KNOBS * (spec.MAX_SLOTS - n_slots)))
-        _COPY_STRUCT.pack_into(self._copy_view, 0, snap.generation, snap.salt & MASK64, n_slots, 0,
-                               *cum, *variants, *snap.global_knobs, *pad_k, *knobs)
+        knobs.extend((0.0,) * (nk * missing))
+        self._copy_struct.pack_into(self._copy_view, 0, snap.generation, snap.salt & MASK64, n_slots, 0,
+                                    *cum, *variants, *knobs)
         return self._copy
 
     def publish(self, snap: SnapshotSpec, lease_deadline_ns: int) -> int:
@@ -505,6 +514,7 @@ class Segment:
         self._buf = None
         self._base = None
         self._drain_ptr = None
+        self._ps_rings = self._ps_out = None
         try:
             self._mm.close()
         except BufferError:
