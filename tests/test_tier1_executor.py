@@ -778,3 +778,17 @@ def test_probe_evaluations_carry_the_paired_stderr():
         assert e.stderr < 50
     ee = r.of(ev.EvaluationEvent)
     assert [x.stderr for x in ee] == [x.stderr for x in evals] and [x.n_blocks for x in ee] == [x.n_blocks for x in evals]
+
+
+def test_two_breaching_arms_of_three_then_the_last_one_stops_the_probe():
+    r = Rig()
+    # arms 0 and 2 break p99 <= 4000; dropping the first must not restart the others' SLO windows
+    r.truth = lambda sl, i, t: {"lat": 2500.0 if abs(sl.knobs[1] - 0.5) > 0.075 else 1000.0, "q": 0.9}
+    assert r.propose("probe", A(b=0.6), A(b=0.45), A(b=0.4)).accepted
+    evals = []
+    while r.x.mstate is S.PROBING:
+        evals += r.step().evaluations
+    assert [(e.arm, e.status) for e in evals] == [(0, "slo_breach"), (1, "ok"), (2, "slo_breach")]
+    checks = [c for c in r.of(ev.SloCheck) if c.outcome == "breach"]
+    assert len(checks) == 2 and checks[0].t_ns == checks[1].t_ns   # both windows closed in the same cycle
+    assert len(r.of(ev.Quarantine)) == 2 and r.x.mstate is S.IDLE

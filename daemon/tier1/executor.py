@@ -964,14 +964,8 @@ class Executor:
         base = self.state.baseline
         if self.mstate is S.PROBING and not e.is_global:
             w = r.probe_weight
-            if not e.failed:
-                slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
-                self._publish(now, slots, base, e.salt, "probe")
-            else:   # slots keep their arm; a stopped arm's share goes back to slot 0
-                live = len(e.arms) - len(e.failed)
-                slots = [self._base_slot(1.0 - w * live)] + [SlotSpec(0.0 if i in e.failed else w, v, a)
-                                                            for i, (a, v) in enumerate(zip(e.arms, e.variants))]
-                self._publish(now, slots, base, e.salt, f"probe without arms {sorted(e.failed)}")
+            slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
+            self._publish(now, slots, base, e.salt, "probe")
         elif self.mstate is S.PROBING:
             a = e.seg_order[e.seg]
             self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a], e.salt,
@@ -1076,8 +1070,8 @@ class Executor:
     def _check_slos(self, now: int, usable: list[SlotTelemetry], roles) -> bool:
         """Feed SLO windows; on an enforcing breach roll back now. True if rolled back."""
         e = self.exp
+        wins = e.wins
         for s in usable:
-            wins = e.wins   # per slot: dropping a probe arm starts a new dict
             role = roles.get(s.slot)
             if role is None or (role[0] == "cand" and role[1] in e.failed):
                 continue
@@ -1147,7 +1141,15 @@ class Executor:
         self._emit(ev.Rollback, now, rollback_reason=f"probe arm {arm}: {reason}; other arms continue", rule=rule,
                    measured=measured, threshold=threshold, reverted_to_version=self.state.generation + 1,
                    cooldown_until_ns=now + int(r.cooldown_after_rollback_s * NS), counts_as_regression=True)
-        self._enter_phase(now, new_segment=True)   # same window; the arm's weight back to slot 0
+        # Same window and the other slots' SLO windows go on; only this arm's share returns to slot 0.
+        who = f"cand{arm}"
+        for key in [k for k in e.wins if k[0] == who]:
+            del e.wins[key]
+        w = r.probe_weight
+        live = len(e.arms) - len(e.failed)
+        slots = [self._base_slot(1.0 - w * live)] + [SlotSpec(0.0 if i in e.failed else w, v, a)
+                                                    for i, (a, v) in enumerate(zip(e.arms, e.variants))]
+        self._publish(now, slots, self.state.baseline, e.salt, f"probe without arms {sorted(e.failed)}")
         return True
 
     # ----------------------------------------------------------------- stop / rollback
