@@ -16,6 +16,8 @@ from ..core import Draws, eigh, register, register_struct
 from .base import Bandit, parse_bandit_options
 
 _sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
+# Row-wise dot products of two (k, d) arrays: the vecdot gufunc (numpy >= 2) is one call.
+_rowdot = getattr(np, "vecdot", None) or (lambda a, b: _sum(a * b, 1))
 
 
 @register_struct
@@ -84,7 +86,7 @@ class _LinearArms(Bandit):
             return V[:, -1].tolist(), (V @ xe).tolist()
         z = x @ self.U  # (k, d): U_a' x
         zw = z / (self.m + self.cfg.ridge / self.scale)
-        return _sum(zw * self.c, 1).tolist(), _sum(zw * z, 1).tolist()
+        return _rowdot(zw, self.c).tolist(), _rowdot(zw, z).tolist()
 
     def _signal(self, arm, r, x) -> float:
         return r - self.predict_arm(arm, x)
@@ -122,7 +124,7 @@ class _LinearArms(Bandit):
         G = self.G[arm]
         G += np.multiply.outer(xs, xs)
         ev, U = eigh(G)
-        np.maximum(ev, 0.0, out=self.m[arm])
+        self.m[arm] = ev  # >= -rounding (G is a sum of outer products); w = m + ridge / scale > 0
         self.U[arm] = U
         h = self.h[arm]
         h += (r * inv) * x
