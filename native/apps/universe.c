@@ -252,11 +252,13 @@ static double field_error(const tile_stats *st, const target_t *tg) {
            fabs(st->rough - tg->rough) / tg->rough;
 }
 
-/* Records of a tile whose knobs changed are held back this many steps: 2.5 relaxation
- * times of the slowest mode (1/decay, ~8% of the old state left), bounded so a slow decay
- * still reports within a 0.3 s probe window (40 steps = 0.2 s at 200 steps/s). */
+/* Records of a tile whose knobs changed are held back this many steps: 4 relaxation times
+ * of the slowest mode (1/decay, ~2% of the old state left; with 2.5, ~8% of a probe's field
+ * stayed in tiles re-keyed to the baseline and their error read 30-40% above the same setting
+ * run alone), bounded so a slow decay still reports within a 0.3 s probe window (40 steps =
+ * 0.2 s at 200 steps/s). */
 static int settle_steps(double decay) {
-    int s = (int)ceil(2.5 / decay);
+    int s = (int)ceil(4.0 / decay);
     return s < 5 ? 5 : (s > 40 ? 40 : s);
 }
 
