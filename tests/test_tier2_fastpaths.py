@@ -92,10 +92,9 @@ class ArrayES(AntitheticES):
         order = np.argsort(y, kind="stable")
         w[order] = self.util
         wp, wm = w[:p], w[p:]
-        self.mu += (((wp - wm) * (cfg.lr * self.sigma / p)) @ self.eps) * self.span
+        self.mu += ((wp - wm) * (cfg.lr * self.sigma / p)) @ self.pert[self.cur, :p]
         clip_(self.mu, self.lo, self.hi)
-        # |eps_i|^2 summed left to right, as a Python loop does.
-        sq = np.array([sum((r * r).tolist()) for r in self.eps]) / self.d - 1.0
+        sq = np.array(self.sq[self.cur])
         self.sigma *= math.exp(cfg.lr_sigma * sum(((wp + wm) * sq).tolist()) / p)  # left to right
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):
