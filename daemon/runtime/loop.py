@@ -39,6 +39,7 @@ from daemon.tier1.config import ConfigError, Guardrails, check_against, load_gua
 from daemon.tier1.executor import Executor
 from daemon.tier1.ledger import LedgerWriter, read_events
 from daemon.tier1.model import Arm, Command, CycleInput, Proposal, StepOutput
+from daemon.tier1.rollout import State
 from daemon.tier2.driver import TuningDriver
 from shm_layout import spec
 from shm_layout.decl import SnapshotSpec
@@ -125,6 +126,7 @@ class Daemon:
                                                 "t1_apply": [], "t1_propose": [], "publish": []}
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
+        self._ns = self._periods_ns(self.g)
         self.bus = None
         self.last_summary_ns = 0
         self._audit_pending = False       # events queued with wake=False since the writer was woken
@@ -300,7 +302,7 @@ class Daemon:
     # ---- one cycle ------------------------------------------------------------------------
 
     def _publish(self, now: int, snap: SnapshotSpec) -> None:
-        self.seg.publish(snap, now + int(self.g.lease.duration_s * NS))
+        self.seg.publish(snap, now + self._ns[1])
         self.generation = snap.generation
         self.published_ns = now
 
@@ -313,6 +315,11 @@ class Daemon:
             self._record(now, out.events)
         if out.evaluations and self.driver is not None:
             self.driver.on_evaluations(out.evaluations)
+
+    @staticmethod
+    def _periods_ns(g: Guardrails) -> tuple[int, int, int]:
+        """(cycle period, lease duration, settle time) of `g` in ns, read every cycle."""
+        return int(g.cycle.period_s * NS), int(g.lease.duration_s * NS), int(g.rollout.settle_s * NS)
 
     @staticmethod
     def _quantile_fields(g: Guardrails) -> frozenset:
@@ -371,13 +378,13 @@ class Daemon:
                 self._detach("the data plane closed or replaced its segment")
                 return
         self.cycles += 1
-        window = now - self.last_cycle_ns if self.last_cycle_ns else int(self.g.cycle.period_s * NS)
+        period_ns, lease_ns, settle_ns = self._ns
+        window = now - self.last_cycle_ns if self.last_cycle_ns else period_ns
         self.last_cycle_ns = now
-        settle_from = self.published_ns + int(self.g.rollout.settle_s * NS)
         t0 = time.perf_counter()
         # one C call: drain every ring, renew the lease, read the plane's state, summarise
-        _drained, used, st = seg.poll_summary(now, now + int(self.g.lease.duration_s * NS), self.generation,
-                                              settle_from, self._qmask)
+        _drained, used, st = seg.poll_summary(now, now + lease_ns, self.generation, self.published_ns + settle_ns,
+                                              self._qmask)
         slots = telemetry(seg.slot_records, seg.stats, self.field_names, self.generation, window) if used else ()
         t1 = time.perf_counter()
         tm = self.timings
@@ -394,10 +401,9 @@ class Daemon:
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
         if ex.exp is None and self.driver is not None:
             self.driver.on_experiment_end()
-        elapsed = time.monotonic_ns() - now
-        if elapsed > self.g.cycle.period_s * NS:
+        if time.monotonic_ns() - now > period_ns:
             self.overruns += 1
-        elif ex.mstate.value == "idle":
+        elif ex.mstate is State.IDLE:
             if self.operator_queue:
                 p, fut = self.operator_queue.pop(0)
                 v = self._submit(now, p)
@@ -503,6 +509,7 @@ class Daemon:
             self.driver = self._new_driver(g, self.seg.declaration)
         self.g = g
         self._qf = self._quantile_fields(g)
+        self._ns = self._periods_ns(g)
         if self.seg is not None:
             self._qmask = quantile_mask(self.field_names, self._qf)
         self.config_generation += 1
@@ -616,7 +623,7 @@ class Daemon:
     def _tick(self) -> None:
         """One cycle, then the bookkeeping that may wait (audit writer wake-up, metrics status,
         watchdog), then the timer for the next deadline. Runs as the timerfd's reader callback."""
-        if not self._timer.ack() or self.stop_event.is_set():
+        if not _lib.arqd_timer_ack(self._timer.fd) or self.stop_event.is_set():
             return                                # spurious wake-up, or stopping
         try:
             self.cycle()
@@ -641,8 +648,7 @@ class Daemon:
                 self.metrics.update(self.status(cycle_quantiles=False))
             if self._pacer is not None and self._pacer.due(now / NS):
                 sdnotify.watchdog()
-            period_ns = int((self.g.cycle.period_s if self.seg is not None else 0.1) * NS)
-            self._next_tick_ns += period_ns
+            self._next_tick_ns += self._ns[0] if self.seg is not None else NS // 10
             now = time.monotonic_ns()
             if self._next_tick_ns < now:
                 self._next_tick_ns = now          # fell behind: do not burst to catch up
