@@ -97,3 +97,19 @@ def test_cmaes_learns_an_ill_conditioned_ellipsoid():
         opt.tell(f(X))
     assert f(opt.recommend()) < 1e-8
     assert opt.D.max() / opt.D.min() > 30  # the learnt shape follows the axis scales
+
+
+def test_pooled_variance_from_tracked_residuals_equals_the_formula():
+    from daemon.tier2.bandits.thompson import pooled_var
+
+    rng = np.random.default_rng(4)
+    for discount, window in ((1.0, 0), (0.97, 0), (1.0, 40)):
+        st = ArmStats(5, discount, window, resid=True)
+        for t in range(400):
+            a = int(rng.integers(0, 5))
+            st.add(a, float(rng.normal(a, 0.5 + a)), None)
+            if t == 200:
+                st.reset_arm(2)
+        n, s, ss = st.n, st.s, st.ss
+        ref = max((ss.sum() - (s * s / np.maximum(n, 1e-300)).sum()) / n.sum(), 1e-6)
+        assert math.isclose(pooled_var(st, 1.0, 5), ref, rel_tol=1e-9), (discount, window)

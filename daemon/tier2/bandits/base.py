@@ -65,13 +65,16 @@ class ArmStats(Saveable):
 
     FOLD_BELOW = 1e-100  # fold the scale into the rows below this (1/scale stays far from overflow)
 
-    def __init__(self, n_arms: int, discount: float, window: int):
+    def __init__(self, n_arms: int, discount: float, window: int, resid: bool = False):
         k = int(n_arms)
         self.N = [0.0] * k
         self.S = [0.0] * k
         self.SS = [0.0] * k
         self.FZ = [0.0] * k
         self.FN = [0.0] * k
+        # With resid: R[a] = SS[a] - S[a]^2 / N[a] (the arm's residual sum of squares), kept up to date
+        # for the arms an update touches, so a pooled variance is two 10-element sums per step.
+        self.R = [0.0] * k if resid else None
         self.scale = 1.0
         self.discount = float(discount)
         self.window = int(window)
@@ -114,6 +117,8 @@ class ArmStats(Saveable):
                     if fo >= 0:
                         self.FZ[old] -= fo
                         self.FN[old] -= 1.0
+                    if self.R is not None:
+                        self._resid(old)
                 self.w_arm[p], self.w_r[p], self.w_f[p] = arm, r, f
                 self.w_pos = (p + 1) % self.window
         self.N[arm] += w
@@ -123,13 +128,22 @@ class ArmStats(Saveable):
         if f >= 0:
             self.FZ[arm] += f * w
             self.FN[arm] += w
+        if self.R is not None:
+            self._resid(arm)
+
+    def _resid(self, a: int) -> None:
+        n, s = self.N[a], self.S[a]
+        self.R[a] = self.SS[a] - s * s / (n if n > 1e-300 else 1e-300)  # no data: s = 0, term 0
+
+    def _rows(self) -> tuple:
+        return (self.N, self.S, self.SS, self.FZ, self.FN) + ((self.R,) if self.R is not None else ())
 
     def _fold(self, sc: float) -> None:
-        for row in (self.N, self.S, self.SS, self.FZ, self.FN):
+        for row in self._rows():  # R is linear in the scale too
             row[:] = [v * sc for v in row]
 
     def reset_arm(self, arm: int) -> None:
-        for row in (self.N, self.S, self.SS, self.FZ, self.FN):
+        for row in self._rows():
             row[arm] = 0.0
         if self.window:
             self.w_arm = [-1 if a == arm else a for a in self.w_arm]
@@ -145,7 +159,7 @@ class Bandit(Budgeted, Saveable):
     update_cost = 100e-6
     contextual = False
 
-    def _init_bandit(self, n_arms: int, seed, cfg, clock, stats: bool = True) -> None:
+    def _init_bandit(self, n_arms: int, seed, cfg, clock, stats: bool = True, resid: bool = False) -> None:
         if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
             raise ValueError(f"n_arms: expected an int >= 1, got {n_arms!r}")
         self.n_arms = int(n_arms)
@@ -156,7 +170,7 @@ class Bandit(Budgeted, Saveable):
         self.restarts = np.zeros(self.n_arms, dtype=np.int64)
         if stats:
             check_drift_options(cfg, self.kind)
-            self.stats = ArmStats(self.n_arms, cfg.discount, cfg.window)
+            self.stats = ArmStats(self.n_arms, cfg.discount, cfg.window, resid)
         self.detectors = [
             make_detector(cfg.detector, threshold=cfg.detector_threshold) for _ in range(self.n_arms)
         ] if cfg.detector else None

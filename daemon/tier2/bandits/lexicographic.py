@@ -39,7 +39,7 @@ class Lexicographic(Bandit):
         cfg = parse_bandit_options(LexicographicConfig, options, "lexicographic")
         if not (0.0 < cfg.feasible_rate < 1.0):
             raise ValueError(f"lexicographic.feasible_rate: expected 0 < rate < 1, got {cfg.feasible_rate}")
-        self._init_bandit(n_arms, seed, cfg, clock)
+        self._init_bandit(n_arms, seed, cfg, clock, resid=cfg.noise_var is None)
         self.draws = Draws()
         self.fallbacks = 0
 
@@ -75,9 +75,12 @@ class Lexicographic(Bandit):
         # Quality draw (always taken, so the RNG stream does not depend on eligibility).
         s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(st, cfg.prior_var, k)
         q = _gauss_draw(st, s2, cfg.prior_mean, cfg.prior_var, draws.normals(rng, k))
-        if True in eligible:
-            ninf = -math.inf
-            return argmax_list([v if e else ninf for v, e in zip(q, eligible)])
+        best, bv = -1, -math.inf
+        for i in range(k):
+            if eligible[i] and q[i] > bv:
+                best, bv = i, q[i]
+        if best >= 0:
+            return best
         self.fallbacks += 1
         # Most likely feasible; the draw only breaks exact ties.
         return argmax_list([aa / (aa + bb) + 1e-9 * x for aa, bb, x in zip(a, b, draw)])

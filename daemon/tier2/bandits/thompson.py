@@ -66,7 +66,7 @@ class GaussianThompson(Bandit):
         cfg = parse_bandit_options(GaussianThompsonConfig, options, "gaussian_thompson")
         if cfg.prior_var <= 0:
             raise ValueError(f"gaussian_thompson.prior_var: expected > 0, got {cfg.prior_var}")
-        self._init_bandit(n_arms, seed, cfg, clock)
+        self._init_bandit(n_arms, seed, cfg, clock, resid=cfg.noise_var is None)
         self.draws = Draws()
 
     def noise_var(self) -> float:
@@ -101,6 +101,8 @@ def pooled_var(st, prior_var: float, k: int) -> float:
     n = sum(N) * sc
     if n < 2 * k:
         return prior_var
-    # Per arm ss - s^2 / n; an arm without data has s = ss = 0 (the tiny floor avoids 0 / 0).
-    resid = sum([q - s * s / (m if m > 1e-300 else 1e-300) for m, s, q in zip(N, st.S, st.SS)]) * sc
+    if st.R is not None:  # per-arm residual sums kept by ArmStats
+        resid = sum(st.R) * sc
+    else:  # per arm ss - s^2 / n; an arm without data has s = ss = 0 (the tiny floor avoids 0 / 0)
+        resid = sum([q - s * s / (m if m > 1e-300 else 1e-300) for m, s, q in zip(N, st.S, st.SS)]) * sc
     return max(resid / n, 1e-6 * prior_var)
