@@ -90,9 +90,11 @@ class PBTLite(BoxOptimizer):
             i = 0
         self.move_i = i + 1
         parents = [top[int(u * ns)] for u in self.pick[i]]
-        move = self.moves[i] + self.pop[parents]
-        self.pop[bottom] = clip_(move, self.lo, self.hi)
-        for b, p in zip(bottom, parents):
+        move = self.moves[i] + self.pop.take(parents, 0)  # take/row writes: a third of fancy indexing's cost
+        clip_(move, self.lo, self.hi)
+        pop = self.pop
+        for b, p, row in zip(bottom, parents, move):
+            pop[b] = row
             sc[b] = sc[p]
 
     MOVE_BLOCK = 8
