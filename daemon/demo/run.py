@@ -45,7 +45,7 @@ from .sweep import serve_capacity, serve_objective, universe_objective
 PROFILES = {"universe": ROOT / "guardrails.yaml", "serve": ROOT / "profiles" / "serve.yaml"}
 BEST_STATIC = Path(__file__).with_name("best_static.json")
 # Seconds per arm at the default duration: `all` is universe (arms in parallel) + 3 x serve.
-DEFAULT_SECONDS = {"universe": 36.0, "serve": 18.0}
+DEFAULT_SECONDS = {"universe": 32.0, "serve": 16.0}   # make demo from a fresh clone (build included) < 3 min
 STATUS_EVERY_S = 0.1        # data plane status interval = the resolution of every timed figure here
 INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a phase, away from its edges)
 # ...postponed while arqond is in the middle of a rollout (its canary or bake can last seconds and
@@ -381,9 +381,10 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str, ref: Optional[PhaseRef
             if not injected and t >= inject_at and (not busy or t >= inject_by):
                 injected = True
                 knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status() if arq else None)
-                for attempt in range(6):
+                give_up = time.monotonic() + 2.0
+                while True:
                     res = arq.inject(knobs, variant, f"fault injection: {why}") if arq else {"accepted": True}
-                    if res.get("accepted") or res.get("rule") not in RETRY_INJECTION:
+                    if res.get("accepted") or res.get("rule") not in RETRY_INJECTION or time.monotonic() > give_up:
                         break
                     # a promotion moved the baseline between our status read and the proposal, or
                     # Tier 1 is between experiments (cooldown after a rollback): ask again
@@ -699,7 +700,7 @@ def _machine() -> dict:
 def run_demo(which: str, duration: Optional[float] = None, seed: int = 1, out_dir: Path = Path("demo-out"),
              live: bool = True) -> dict:
     """Run the demo for `which` (universe | serve | all); `duration` is seconds per arm (default:
-    36 s universe, 18 s serve). Writes out_dir/report.html, plots and summary.json; returns the summary."""
+    32 s universe, 16 s serve). Writes out_dir/report.html, plots and summary.json; returns the summary."""
     kinds = ["universe", "serve"] if which == "all" else [which]
     if any(k not in PROFILES for k in kinds):
         raise ValueError(f"demo: expected universe, serve or all, got {which!r}")
