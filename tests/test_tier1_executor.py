@@ -283,6 +283,13 @@ def test_healthy_rollout_promotes_and_baseline_changes_only_at_promotion():
     m = promotes[0].metrics[0]
     assert m.ucb < m.effect_margin and m.n_blocks >= 4 and m.alpha_look < 0.01
     assert r.baseline_only() and r.x.snapshot.slots[0].knobs[0] == 0.6
+    # the promotion cites the last promote verdict; the evaluation carries that step's paired blocks
+    pr = r.of(ev.Promotion)[-1]
+    assert pr.evidence_ref.endswith(f"verdict-seq-{promotes[-1].seq}")
+    (e,) = [x for x in r.of(ev.EvaluationEvent) if x.proposal_id == pr.proposal_id]
+    assert e.status == "ok" and e.n_blocks == promotes[-1].metrics[0].n_blocks
+    assert e.objective == pytest.approx(1000.0, rel=0.05) and e.baseline_objective == pytest.approx(1000.0, rel=0.05)
+    assert e.stderr is not None and 0 < e.stderr < 50
 
 
 def test_regression_aborts_quarantines_and_is_not_reproposed():

@@ -385,6 +385,8 @@ class _Exp:
         self.seg = 0                     # switchback / global-probe segment index
         self.seg_order: list[int] = []   # global probe: arm index per segment
         self.rules: list[str] = []       # the judge rule that passed each judged step
+        self.evidence: Optional[ev.JudgeVerdict] = None   # the last promote verdict (any phase)
+        self.evidence_pairs: Optional[tuple[list[float], list[float]]] = None   # its objective pairs
         # probe arms stopped by an SLO breach (the others run on): arm -> (objective, baseline
         # objective, records) when stopped; reported with the other arms when the probe ends
         self.failed: dict[int, tuple[Optional[float], Optional[float], int]] = {}
@@ -1333,11 +1335,19 @@ class Executor:
         new, newv = e.arms[0], e.variants[0]
         vname = self.decl.variants[newv] if self.decl.variants and newv < len(self.decl.variants) else str(newv)
         c = self.catalog.get(vname)
-        ref = f"{self.run_id}/{e.p.proposal_id}/verdict-seq-{e.last_verdict.seq if e.last_verdict else 0}"
-        lv = e.last_verdict
-        obj = next((m for m in lv.metrics if m.metric == "objective"), None) if lv else None
-        self._evaluation(now, 0, "ok", obj.mean_diff if obj else None, None, e.cand_samples,
-                         obj.n_blocks if obj else 0, obj.stderr if obj else None)
+        # The evidence is the last judged step's promote verdict (baking, which follows it, has none).
+        lv = e.evidence
+        ref = f"{self.run_id}/{e.p.proposal_id}/verdict-seq-{lv.seq if lv else 0}"
+        co, bo, nb, se = None, None, 0, None
+        if e.evidence_pairs is not None:   # that step's paired blocks, objective units
+            cs, bs = e.evidence_pairs
+            nb = len(cs)
+            co, bo = sum(cs) / nb, sum(bs) / nb
+            if nb >= 2:
+                d = [c - b for c, b in zip(cs, bs)]
+                md = sum(d) / nb
+                se = math.sqrt(sum((x - md) ** 2 for x in d) / (nb - 1) / nb)
+        self._evaluation(now, 0, "ok", co, bo, e.cand_samples, nb, se)
         moves = {rk.name: (1 if new[i] > old[i] else -1) for i, rk in enumerate(self.rk)
                  if rk is not None and new[i] != old[i]}
         self._emit(ev.Promotion, now, variant_id=c.id if c else vname, old_state="candidate", new_state="baseline",
@@ -1455,6 +1465,8 @@ class Executor:
                                     min_blocks=r.min_blocks, look=e.looks, max_looks=max_looks, rule=rule,
                                     feasibility=tuple(f for f in feas if f is not None))
         worst = next((v for v in verdicts if v.enforce and v.decision == decision), verdicts[0])
+        if decision == "promote":   # kept across phases: the promotion cites it
+            e.evidence, e.evidence_pairs = e.last_verdict, e.pairs.get("objective")
         if rule == "feasibility_first":
             e.rules.append(rule)
             f = next(f for f in feas if f.base_infeasible)

@@ -101,6 +101,8 @@ class Evaluation(msgspec.Struct, frozen=True):
     standard error of the mean per-block difference arm - slot 0, in objective units (not
     oriented, not relative), the scale to hold objective - baseline_objective against.
     Global (switchback) probes have no simultaneous baseline: n_blocks 0, stderr None.
+    A promoted rollout's evaluation carries the same figures over the paired blocks of the last
+    judged step (the one whose promote verdict `Promotion.evidence_ref` names).
     status: "ok", "regression" (the judge found it worse), "insufficient_data" (window ended without enough samples: treat as an
     evaluation timeout), "slo_breach" (the arm broke an SLO and was rolled back; in a multi-arm
     split probe only that arm stops, and its evaluation comes with the others' at the end of
