@@ -12,12 +12,33 @@ import math
 import msgspec
 import numpy as np
 
-from ..core import Draws, eigh, register, register_struct
+from ..core import Draws, register, register_struct
 from .base import Bandit, parse_bandit_options
 
 _sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
 # Row-wise dot products of two (k, d) arrays: the vecdot gufunc (numpy >= 2) is one call.
 _rowdot = getattr(np, "vecdot", None) or (lambda a, b: _sum(a * b, 1))
+
+
+def _make_solve():
+    """Batched solve of (..., d, d) systems with (d,) or (..., d) right-hand sides: the LAPACK gufunc
+    behind np.linalg.solve, called directly when this numpy has it (np.linalg.solve's Python-level
+    checks cost more than the solves at d ~ 7), else the public function."""
+    try:
+        from numpy.linalg import _umath_linalg
+
+        raw = _umath_linalg.solve1
+        raw(np.eye(2)[None], np.ones(2))
+
+        def solve(a, b):
+            return raw(a, b)
+
+        return solve
+    except Exception:  # pragma: no cover - a numpy without the private gufunc
+        return lambda a, b: np.linalg.solve(a, np.broadcast_to(b, a.shape[:-1])[..., None])[..., 0]
+
+
+_solve = _make_solve()
 
 
 @register_struct
@@ -40,12 +61,12 @@ class _LinearArms(Bandit):
         (no solve, no decomposition), and select() is one batched matvec V = E x plus one dot.
 
     discount < 1: A_a = ridge I + scale * G_a and b_a = scale * h_a with ``scale`` = gamma^t shared by
-        every arm, so discounting all arms is one multiply of scale (folded back into G, h, m, c before
-        it underflows). The ridge term is not discounted, so A_a^{-1} changes for every arm at every
-        step: it is taken from the eigendecomposition G_a = U_a diag(m_a) U_a' (c_a = U_a' h_a), valid
-        for any scale: with z = U_a' x and w = m_a + ridge / scale,
-            x.theta_a = sum(z c_a / w)      x'A_a^{-1}x = sum(z^2 / w) / scale.
-        Only the played arm is re-diagonalised (one d x d eigh) per update.
+        every arm, so discounting all arms is one multiply of scale (folded back into G and h before
+        it underflows); an update adds x x' / scale and r x / scale to the played arm only. The ridge
+        term is not discounted, so A_a^{-1} changes for every arm at every step: select() solves
+        (ridge / scale I + G_a) y_a = x for all arms in one batched LU call (LAPACK gesv), then
+        x.theta_a = h_a.y_a and x'A_a^{-1}x = x.y_a / scale. (A kept eigendecomposition of G_a would
+        make select() a few calls cheaper but cost one eigh per update, more than the solve.)
     """
 
     contextual = True
@@ -72,10 +93,8 @@ class _LinearArms(Bandit):
             self.xe = np.zeros(d + 1)  # scratch: [x, 0], so that V @ xe = x'P x per arm
         else:
             self.G = np.zeros((k, d, d))
-            self.U = np.repeat(np.eye(d)[None], k, axis=0)
-            self.m = np.zeros((k, d))
             self.h = np.zeros((k, d))
-            self.c = np.zeros((k, d))
+            self.eye = np.eye(d)
 
     def _scores(self, x) -> tuple[list, list]:
         """(x.theta_a, scale * x'A_a^{-1}x) per arm, as lists."""
@@ -84,9 +103,8 @@ class _LinearArms(Bandit):
             xe = self.xe
             xe[:-1] = x
             return V[:, -1].tolist(), (V @ xe).tolist()
-        z = x @ self.U  # (k, d): U_a' x
-        zw = z / (self.m + self.cfg.ridge / self.scale)
-        return _rowdot(zw, self.c).tolist(), _rowdot(zw, z).tolist()
+        y = _solve(self.G + (self.cfg.ridge / self.scale) * self.eye, x)  # (k, d)
+        return _rowdot(y, self.h).tolist(), _rowdot(y, x).tolist()
 
     def _signal(self, arm, r, x) -> float:
         return r - self.predict_arm(arm, x)
@@ -94,8 +112,8 @@ class _LinearArms(Bandit):
     def predict_arm(self, arm: int, x) -> float:
         if not self.discounted:
             return float(self.E[arm, -1] @ x)
-        z = x @ self.U[arm]
-        return float(_sum(z * self.c[arm] / (self.m[arm] + self.cfg.ridge / self.scale)))
+        y = _solve(self.G[arm] + (self.cfg.ridge / self.scale) * self.eye, x)
+        return float(y @ self.h[arm])
 
     def _update(self, arm, r, x, feasible) -> None:
         self.plays[arm] += 1
@@ -114,21 +132,15 @@ class _LinearArms(Bandit):
         s = self.scale * self.cfg.discount
         if s < self.FOLD_BELOW:
             self.G *= s
-            self.m *= s
             self.h *= s
-            self.c *= s
             s = 1.0
         self.scale = s
         inv = 1.0 / s
         xs = x * math.sqrt(inv)  # G += xs xs' = x x' / scale, exactly symmetric
         G = self.G[arm]
         G += np.multiply.outer(xs, xs)
-        ev, U = eigh(G)
-        self.m[arm] = ev  # >= -rounding (G is a sum of outer products); w = m + ridge / scale > 0
-        self.U[arm] = U
         h = self.h[arm]
         h += (r * inv) * x
-        np.matmul(h, U, out=self.c[arm])
 
     def _reset_arm(self, arm) -> None:
         d = self.dim
@@ -136,11 +148,8 @@ class _LinearArms(Bandit):
             self.E[arm, :d] = np.eye(d) / self.cfg.ridge
             self.E[arm, d] = 0.0
             return
-        self.U[arm] = np.eye(d)
         self.G[arm] = 0.0
-        self.m[arm] = 0.0
         self.h[arm] = 0.0
-        self.c[arm] = 0.0
 
     def _mean_sd(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(x.theta_a, sqrt(x'A_a^{-1}x)) per arm."""
