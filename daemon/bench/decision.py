@@ -459,10 +459,15 @@ def run(quick: bool) -> dict:
     # skipped or not permitted).
     out["diagnostic_e2e_p99_le_2ms_at_1ms_cadence_rt"] = le("e2e_1ms_rt_ms_p99", 2.0)
     out["method"] = ("T2/T1/summarize: the daemon's own perf_counter timings (control socket 'timings', last <= 2000 "
-                     "samples of the decision phase, incl. warm-up), 8 knobs, 10 ms cadence, ~1 M records/s. "
+                     "samples of the decision phase, incl. warm-up), 8 knobs, 10 ms cadence, ~1 M records/s; "
+                     "t1_apply = Executor.propose (t1_propose) + publish + audit/metrics/bus enqueues + "
+                     "driver.on_verdict; summarize = the C call that drains, renews the lease and summarises + "
+                     "building the SlotTelemetry. "
                      "e2e: CLOCK_MONOTONIC in the C data plane, first breaching record written -> first arq_read "
                      "of that key returning slot 0 (poll every ~10 us); SLO latency_s.max <= 0.1 with "
-                     "min_samples 5 = one burst; 100 k records/s background; rollback rule checked in the ledger. "
+                     "min_samples 5 = one burst; 100 k records/s background; rollback rule checked in the ledger; "
+                     "daemon_cycle_start_to_publish: the daemon's own timing of cycle start -> the rollback "
+                     "snapshot in shared memory. "
                      "CPU: /proc/<pid>/stat utime+stime of the daemon (all threads) over the window, tuning on, "
                      "10 ms, 100 k records/s, no scrapes; RSS: VmRSS at the end of that window.")
     h1 = host_ticks()
