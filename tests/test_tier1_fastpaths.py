@@ -188,10 +188,8 @@ def test_knob_log_running_sums_stay_within_their_bound():
             assert exact == _scan_sum(lg.costs, lg.times, lg.times[j - 1] if j else -1)
             approx, err = lg.spend_approx(j)
             assert abs(approx - exact) <= err
-        dirs = [h.direction for h in hist if h.direction != 0]
-        assert lg.last_dir == (dirs[-1] if dirs else 0)
     fresh = _KnobLog(hist)
-    assert (fresh.times, fresh.costs, fresh.last_dir) == (lg.times, lg.costs, lg.last_dir)
+    assert (fresh.times, fresh.costs) == (lg.times, lg.costs)
 
 
 def test_knob_log_refuses_a_bound_for_odd_costs():
@@ -206,4 +204,4 @@ def test_out_of_order_times_fall_back_to_the_scan():
     hist = [Touch(5 * NS, 0.1, 1, 0.1), Touch(1 * NS, 0.2, -1, -0.1), Touch(6 * NS, 0.05, 0, 0.0)]
     lg = _KnobLog(hist)
     assert not lg.ordered
-    assert lg.last_dir == -1
+    assert lg.times == [5 * NS, 1 * NS, 6 * NS]

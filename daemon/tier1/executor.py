@@ -68,25 +68,18 @@ class _KnobLog:
       the same order as the old scan (bit-identical).
     - `ordered`: the times are non-decreasing; bisection is exact only then (otherwise the rules
       fall back to the scan).
-    - `last_dir`: the last non-zero direction (0: none).
     - `cum`: running float sums (cum[k] = run total after entry k; `cum0` = before entry 0),
       so a window's spend is approximately cum[-1] - cum[j-1] in O(1). `spend_bound` bounds its
       distance from the exact scan sum; the budget rule decides from the approximation only when
       the decision cannot change within that bound, and sums exactly otherwise.
     Never saved, never compared: rebuilt from the history whenever it looks stale."""
-    __slots__ = ("hist", "times", "costs", "ordered", "last_dir", "last_dir_pos", "last", "cum", "cum0", "n_run",
-                 "clean")
+    __slots__ = ("hist", "times", "costs", "ordered", "last", "cum", "cum0", "n_run", "clean")
 
     def __init__(self, hist: list) -> None:
         self.hist = hist
         self.times = [h.t_ns for h in hist]
         self.costs = [h.cost for h in hist]
         self.ordered = all(a <= b for a, b in zip(self.times, self.times[1:]))
-        self.last_dir, self.last_dir_pos = 0, -1
-        for j in range(len(hist) - 1, -1, -1):
-            if hist[j].direction != 0:
-                self.last_dir, self.last_dir_pos = hist[j].direction, j
-                break
         self.last = hist[-1] if hist else None
         self._rebase()
 
@@ -111,8 +104,6 @@ class _KnobLog:
         self.n_run += 1
         if not 0.0 <= t.cost < math.inf:
             self.clean = False
-        if t.direction != 0:
-            self.last_dir, self.last_dir_pos = t.direction, len(self.times) - 1
         self.last = t
 
     def trim(self, k: int) -> None:
@@ -120,9 +111,6 @@ class _KnobLog:
         del self.times[:k]
         del self.costs[:k]
         del self.cum[:k]
-        self.last_dir_pos -= k
-        if self.last_dir_pos < 0:          # the last non-zero direction left the horizon
-            self.last_dir, self.last_dir_pos = 0, -1
         if not self.times:
             self.last = None
         if self.n_run > 2 * len(self.costs) + 256 or not self.clean:   # small running-sum error, amortised O(1)
@@ -189,16 +177,6 @@ class ExecState(msgspec.Struct, dict=True):
         """`proposal_id in recent_ids`, by a set."""
         return proposal_id in self._id_set()
 
-    def knob_log(self, name: str, hist: list) -> _KnobLog:
-        """The columnar view of `history[name]` (== `hist`)."""
-        logs = self.__dict__.get("_logs")
-        if logs is None:
-            logs = self.__dict__["_logs"] = {}
-        lg = logs.get(name)
-        if lg is None or not lg.fresh(hist):
-            lg = logs[name] = _KnobLog(hist)
-        return lg
-
     def apply(self, e) -> None:
         """Fold one event into the state (in place)."""
         self.last_seq = e.seq
@@ -246,8 +224,6 @@ class ExecState(msgspec.Struct, dict=True):
                     lg.n_run += 1
                     if not 0.0 <= cost < math.inf:
                         lg.clean = False
-                    if tc.direction != 0:
-                        lg.last_dir, lg.last_dir_pos = tc.direction, len(times) - 1
                     lg.last = touch
                     if h[0].t_ns <= cut:   # drop what left the horizon
                         k, n = 1, len(h)
