@@ -133,10 +133,14 @@ def test_tournament_picks_the_best_candidate_and_restarts_on_change():
     assert b.tournaments >= 2 and b.winner == 4
 
 
-@pytest.mark.parametrize("kind", SIMPLE + ["lexicographic", "tournament", "linucb", "lints"])
+@pytest.mark.parametrize("kind", SIMPLE + ["lexicographic", "tournament", "linucb", "lints", "linucb_plain",
+                                  "lints_plain", "thompson_window"])
 def test_save_load_continues_byte_identically(kind):
-    lin = kind in ("linucb", "lints")
-    opts = {"dim": 3, "discount": 0.99} if lin else ({"discount": 0.995} if kind != "tournament" else {})
+    lin = kind.startswith("lin")
+    plain = kind.endswith("_plain")
+    opts = {"dim": 3} if plain else {"dim": 3, "discount": 0.99} if lin else (
+        {"window": 50} if kind == "thompson_window" else {"discount": 0.995} if kind != "tournament" else {})
+    kind = kind.replace("_plain", "").replace("_window", "")
     b = make_bandit(kind, 5, seed=3, **opts)
 
     def drive(bb, rng, n):

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from daemon.tier2 import make_bandit, make_optimizer
 from daemon.tier2.bandits.base import ArmStats
@@ -40,9 +41,10 @@ def test_klucb_index_matches_bisection_reference_over_time():
             b.update(a, float(rng.random() < 0.1 + 0.12 * a))
 
 
-def test_linear_arm_model_equals_discounted_ridge_regression():
+@pytest.mark.parametrize("g", [0.97, 1.0])  # discounted (batched solve) and plain (recursive least squares)
+def test_linear_arm_model_equals_discounted_ridge_regression(g):
     rng = np.random.default_rng(1)
-    d, k, lam, g = 4, 3, 0.7, 0.97
+    d, k, lam = 4, 3, 0.7
     b = make_bandit("linucb", k, seed=1, dim=d, ridge=lam, discount=g)
     A = np.repeat(lam * np.eye(d)[None], k, axis=0)
     bb = np.zeros((k, d))
