@@ -52,7 +52,7 @@ INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a 
 # the bad candidate would go live in the next phase, where it may not be bad), at most until this
 INJECT_BY = {"universe": 0.70, "serve": 0.44}
 RETRY_INJECTION = ("max_delta", "bounds", "hysteresis", "no_change", "cooldown", "min_interval", "rate_limit",
-                   "one_experiment_per_scope")
+                   "one_experiment_per_scope", "quarantine")   # serve: fp32 sits out 1 s after a probe breach
 RECONVERGE_LIMIT_S = 3.0    # floor: back within 5% of the best static setting within 3 s
 RECONVERGE_TOL = 0.05
 SMOOTH_S = 0.5              # re-convergence is judged on a rolling window of this length
@@ -381,7 +381,7 @@ def _run_arms(arms: list[Arm], view: LiveView, kind: str, ref: Optional[PhaseRef
             if not injected and t >= inject_at and (not busy or t >= inject_by):
                 injected = True
                 knobs, variant, why = bad_candidate(kind, arms[0].g, arq.fresh_status() if arq else None)
-                give_up = time.monotonic() + 2.0
+                give_up = time.monotonic() + 3.0
                 while True:
                     res = arq.inject(knobs, variant, f"fault injection: {why}") if arq else {"accepted": True}
                     if res.get("accepted") or res.get("rule") not in RETRY_INJECTION or time.monotonic() > give_up:
