@@ -375,21 +375,24 @@ class _Exp:
         self.wins: dict[tuple[str, str], _Win] = {}
         self.slo_windows_done: dict[str, int] = {}
         self.cur_block = 0
+        self.cand_samples = 0
+        self.last_verdict: Optional[ev.JudgeVerdict] = None
+        if self.p.kind == "probe":   # per-arm objective series and paired blocks
+            self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
+            self.base_series = BlockSeries()
+            self.blk_base = BlockSeries()                                 # the open block, slot 0
+            self.blk_arms: list[BlockSeries] = [BlockSeries() for _ in self.arms]
+            self.blk_diffs: list[list[float]] = [[] for _ in self.arms]   # closed blocks, arm - slot 0
+            return
+        # rollout: the judge's block accumulators and pairs
         self.cand: dict[str, BlockSeries] = {}
         self.base: dict[str, BlockSeries] = {}
         self.pairs: dict[str, tuple[list[float], list[float]]] = {}
-        self.n_blocks_missing = 0
-        self.cand_samples = 0
-        self.looks = 0
-        self.arm_series: list[BlockSeries] = [BlockSeries() for _ in self.arms]
-        self.blk_base = BlockSeries()                                 # probe: the open block, slot 0
-        self.blk_arms: list[BlockSeries] = [BlockSeries() for _ in self.arms]
-        self.blk_diffs: list[list[float]] = [[] for _ in self.arms]   # probe: closed blocks, arm - slot 0
-        self.base_series = BlockSeries()
         self.fpairs: dict[str, tuple[list[float], list[float]]] = {}   # enforcing SLOs, paired blocks
+        self.n_blocks_missing = 0
+        self.looks = 0
         self.pending: Optional[dict[str, Optional[float]]] = None   # first half of a switchback pair
         self.pending_n = 0
-        self.last_verdict: Optional[ev.JudgeVerdict] = None
 
 
 # --------------------------------------------------------------------------- the executor
