@@ -133,7 +133,8 @@ class ArmStats(Saveable):
 
     def _resid(self, a: int) -> None:
         n, s = self.N[a], self.S[a]
-        self.R[a] = self.SS[a] - s * s / (n if n > 1e-300 else 1e-300)  # no data: s = 0, term 0
+        # No data (a window count is exact, so it returns to 0.0): no term, whatever rounding left in s.
+        self.R[a] = self.SS[a] - s * s / n if n > 0.0 else 0.0
 
     def _rows(self) -> tuple:
         return (self.N, self.S, self.SS, self.FZ, self.FN) + ((self.R,) if self.R is not None else ())

@@ -103,6 +103,6 @@ def pooled_var(st, prior_var: float, k: int) -> float:
         return prior_var
     if st.R is not None:  # per-arm residual sums kept by ArmStats
         resid = sum(st.R) * sc
-    else:  # per arm ss - s^2 / n; an arm without data has s = ss = 0 (the tiny floor avoids 0 / 0)
-        resid = sum([q - s * s / (m if m > 1e-300 else 1e-300) for m, s, q in zip(N, st.S, st.SS)]) * sc
+    else:  # per arm ss - s^2 / n; an arm without data has no term
+        resid = sum([q - s * s / m if m > 0.0 else 0.0 for m, s, q in zip(N, st.S, st.SS)]) * sc
     return max(resid / n, 1e-6 * prior_var)
