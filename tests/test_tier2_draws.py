@@ -22,7 +22,7 @@ def test_gammas_have_the_gamma_mean_and_variance(a):
 @pytest.mark.parametrize("a, b", [(1.0, 1.0), (3.0, 40.0), (0.5, 0.7), (900.0, 2.0)])
 def test_betas_have_the_beta_mean_and_variance(a, b):
     rng, dr = np.random.Generator(np.random.PCG64(8)), Draws()
-    x = np.array([v for _ in range(2000) for v in dr.betas(rng, [a] * 10, [b] * 10)])
+    x = np.array([v for _ in range(2000) for v in dr.betas(rng, [0.0] * 10, [0.0] * 10, 1.0, a, b)])
     mean, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
     kurt = 6 * ((a - b) ** 2 * (a + b + 1) - a * b * (a + b + 2)) / (a * b * (a + b + 2) * (a + b + 3))
     assert abs(x.mean() - mean) < 5 * math.sqrt(var / x.size), (a, b, x.mean())

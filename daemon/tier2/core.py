@@ -257,19 +257,24 @@ class Draws:
         self.ni, self.ui = i, j
         return out
 
-    def betas(self, rng: np.random.Generator, a: list, b: list, sqrt=math.sqrt) -> list:
-        """Beta(a_i, b_i) draws as Python floats: Ga / (Ga + Gb), the two gammas of each pair drawn
-        one after the other with gammas()'s squeeze fast path inline (no intermediate lists); anything
-        else goes to _gamma_slow. If both gammas underflow (shapes << 1) the draw is the mean."""
+    def betas(self, rng: np.random.Generator, s: list, n: list, scale: float = 1.0, pa: float = 0.0,
+              pb: float = 0.0, sqrt=math.sqrt) -> list:
+        """Beta(a_i, b_i) draws as Python floats, a_i = pa + scale s_i and b_i = pb + scale (n_i - s_i)
+        (a Beta posterior from successes and trials kept in 1/scale units, as ArmStats keeps them).
+        Ga / (Ga + Gb), the two gammas of each pair drawn one after the other with gammas()'s squeeze
+        fast path inline (no shape or gamma lists); anything else goes to _gamma_slow. If both gammas
+        underflow (shapes << 1) the draw is the mean a / (a + b)."""
         nl, ul = self._lists()
         i, j = self.ni, self.ui
-        need = 2 * len(a)
+        need = 2 * len(s)
         if i + need > len(nl):
             nl, i = self._refill_n(rng, need), 0
         if j + need > len(ul):
             ul, j = self._refill_u(rng, need), 0
         out = []
-        for aa, bb in zip(a, b):
+        for si, ni in zip(s, n):
+            aa = pa + si * scale
+            bb = pb + (ni - si) * scale
             ga = -1.0
             for sh in (aa, bb):
                 d = sh - 0.3333333333333333

@@ -63,27 +63,24 @@ class Lexicographic(Bandit):
         rng, draws = self.rng, self.draws
         # Python floats throughout: at ~10 variants a list loop costs less than one numpy call.
         sc, pf, pi = st.scale, cfg.prior_feasible, cfg.prior_infeasible
-        FZ = st.FZ
-        a = [pf + z * sc for z in FZ]
-        b = [pi + (n - z) * sc for n, z in zip(st.FN, FZ)]
-        draw = draws.betas(rng, a, b)
-        fr = cfg.feasible_rate
-        eligible = [x >= fr for x in draw]
-        if cfg.min_feasible_prob > 0.0:
-            mp = cfg.min_feasible_prob
-            eligible = [e and f >= mp for e, f in zip(eligible, self.feasible_prob().tolist())]
+        FZ, FN = st.FZ, st.FN
+        draw = draws.betas(rng, FZ, FN, sc, pf, pi)  # Beta(pf + fz, pi + fn - fz) per variant
         # Quality draw (always taken, so the RNG stream does not depend on eligibility).
         s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(st, cfg.prior_var, k)
         q = _gauss_draw(st, s2, cfg.prior_mean, cfg.prior_var, draws.normals(rng, k))
+        # Eligible: the feasibility draw reaches the SLA rate (and the optional hard gate passes).
+        fr = cfg.feasible_rate
+        gate = self.feasible_prob().tolist() if cfg.min_feasible_prob > 0.0 else None
         best, bv = -1, -math.inf
         for i in range(k):
-            if eligible[i] and q[i] > bv:
+            if draw[i] >= fr and q[i] > bv and (gate is None or gate[i] >= cfg.min_feasible_prob):
                 best, bv = i, q[i]
         if best >= 0:
             return best
         self.fallbacks += 1
-        # Most likely feasible; the draw only breaks exact ties.
-        return argmax_list([aa / (aa + bb) + 1e-9 * x for aa, bb, x in zip(a, b, draw)])
+        # Most likely feasible (highest posterior mean); the draw only breaks exact ties.
+        pt = pf + pi
+        return argmax_list([(pf + z * sc) / (pt + n * sc) + 1e-9 * x for z, n, x in zip(FZ, FN, draw)])
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

@@ -30,14 +30,11 @@ class BetaThompson(Bandit):
     def _select(self, _x) -> int:
         st, cfg = self.stats, self.cfg
         sc, pa, pb = st.scale, cfg.prior_alpha, cfg.prior_beta
-        S = st.S
-        a = [pa + s * sc for s in S]
-        b = [pb + (n - s) * sc for n, s in zip(st.N, S)]
-        theta = self.draws.betas(self.rng, a, b)  # Beta(a, b) from the buffered stream
-        k = self.n_arms
+        # Beta(pa + s, pb + n - s) per arm, from the buffered stream.
+        theta = self.draws.betas(self.rng, st.S, st.N, sc, pa, pb)
         if cfg.optimistic:
-            for i in range(k):
-                m = a[i] / (a[i] + b[i])
+            for i, (s, n) in enumerate(zip(st.S, st.N)):
+                m = (pa + s * sc) / (pa + pb + n * sc)
                 if theta[i] < m:
                     theta[i] = m
         return argmax_list(theta)
