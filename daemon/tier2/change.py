@@ -58,19 +58,26 @@ class PageHinkley(Saveable):
             self.mad += w * (abs(x - self.mean) - self.mad) if self.n > 1 else 0.0
             self.mean += w * (x - self.mean)
             return False
-        scale = max(1.25 * self.mad, self.min_scale)
-        z = (x - self.mean) / scale
+        # Conditional expressions instead of max(): this runs once per optimizer round (same values).
+        mean, mad = self.mean, self.mad
+        scale = 1.25 * mad
+        if scale < self.min_scale:
+            scale = self.min_scale
+        dev = x - mean
+        z = dev / scale
         if self.direction >= 0:
-            self.g_up = max(0.0, self.g_up + z - self.delta)
+            g = self.g_up + z - self.delta
+            self.g_up = g if g > 0.0 else 0.0
         if self.direction <= 0:
-            self.g_dn = max(0.0, self.g_dn - z - self.delta)
+            g = self.g_dn - z - self.delta
+            self.g_dn = g if g > 0.0 else 0.0
         if self.g_up > self.threshold or self.g_dn > self.threshold:
             self.alarms += 1
             self.reset()
             return True
         a = self.alpha
-        self.mad += a * (abs(x - self.mean) - self.mad)
-        self.mean += a * (x - self.mean)
+        self.mad = mad + a * ((dev if dev >= 0.0 else -dev) - mad)
+        self.mean = mean + a * dev
         return False
 
 
