@@ -401,3 +401,32 @@ def test_poll_summary_summarises_every_record_of_the_generation_without_handing_
         assert seg.poll_summary(now, now + 10**9, 1, 0, 1)[:2] == (0, 0) and seg.slot_records.sum() == 0
         p.result()
         p.finish()
+
+
+def test_publish_encodes_in_c_the_same_bytes_as_the_python_encoder():
+    import random
+    rng = random.Random(7)
+    with Plane("idle", unique_name()) as p, Segment.attach(p.name) as seg:
+        seg.acquire_writer()
+        cases = []
+        for t in range(500):
+            n = rng.randint(1, spec.MAX_SLOTS)
+            ws = [rng.random() for _ in range(n)]
+            ws = [w / sum(ws) for w in ws]
+            cases.append(ws)
+        # exact halves at the 2^-32 grain: round half to even on both sides
+        cases += [[2.0**-33, 1 - 2.0**-33], [3 * 2.0**-33, 1 - 3 * 2.0**-33], [0.5, 0.5], [1.0], [0.0, 1.0],
+                  [0.25] * 4, [1 / 3] * 3]
+        for ws in cases:
+            snap = SnapshotSpec(rng.randint(1, 2**40),
+                                tuple(SlotSpec(w, rng.randint(0, 3), tuple(rng.uniform(-1e6, 1e6) for _ in range(NK)))
+                                      for w in ws),
+                                tuple(rng.uniform(-1, 1) for _ in range(NK)), rng.getrandbits(64))
+            seg.publish(snap, time.monotonic_ns() + 10**9)
+            published = bytes(seg._copy.view(np.uint8))
+            seg.encode(snap)
+            assert published == bytes(seg._copy.view(np.uint8)), ws
+            assert seg.read_snapshot()[1].generation == snap.generation
+        with pytest.raises(ValueError, match="slots\\[1\\].knobs: expected 8"):
+            seg.publish(SnapshotSpec(1, (SlotSpec(0.5, 0, (0.0,) * NK), SlotSpec(0.5, 0, (0.0,) * 3)), (0.0,) * NK, 0), 0)
+        p.finish()

@@ -264,3 +264,37 @@ uint64_t arqd_timer_ack(int fd) {
     uint64_t n = 0;
     return read(fd, &n, sizeof n) == (ssize_t)sizeof n ? n : 0;
 }
+
+/* ---- snapshot encode ----------------------------------------------------------------------- */
+
+_Static_assert(ARQ_MAX_SLOTS == 4, "arqd_encode_publish takes one knob pointer per slot");
+
+uint64_t arqd_encode_publish(void *base, void *copy, unsigned n_knobs, uint64_t generation, uint64_t salt,
+                             unsigned n_slots, const double *weights, const uint32_t *variants,
+                             const double *global_knobs, const double *k0, const double *k1, const double *k2,
+                             const double *k3, uint64_t lease_deadline_ns) {
+    arq_snapshot_copy *c = (arq_snapshot_copy *)copy;
+    const double *slot_knobs[ARQ_MAX_SLOTS] = {k0, k1, k2, k3};
+    if (n_knobs > ARQ_MAX_KNOBS) n_knobs = ARQ_MAX_KNOBS;
+    if (n_slots > ARQ_MAX_SLOTS) n_slots = ARQ_MAX_SLOTS;
+    memset(c, 0, sizeof *c);
+    c->generation = generation;
+    c->salt = salt;
+    c->n_slots = n_slots;
+    double acc = 0.0;
+    for (unsigned i = 0; i < ARQ_MAX_SLOTS; i++) {
+        if (i < n_slots) {
+            acc += weights[i];
+            double x = nearbyint(acc * 4294967296.0);    /* default rounding: half to even, as round() */
+            c->cum_weight[i] = x <= 0.0 ? 0u : x >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)x;
+            c->variant[i] = variants[i];
+            if (slot_knobs[i])
+                memcpy(&c->knobs[(size_t)i * ARQ_MAX_KNOBS], slot_knobs[i], n_knobs * sizeof(double));
+        } else {
+            c->cum_weight[i] = 0xFFFFFFFFu;
+        }
+    }
+    if (n_slots) c->cum_weight[n_slots - 1] = 0xFFFFFFFFu;
+    memcpy(c->global_knobs, global_knobs, n_knobs * sizeof(double));
+    return arqd_publish(base, copy, lease_deadline_ns);
+}

@@ -56,3 +56,16 @@ int64_t  arqd_poll_summarize(void *base, uint64_t rings_off, uint64_t stride, un
 int      arqd_timer_open(void);                 /* fd, or -errno */
 int      arqd_timer_arm(int fd, uint64_t deadline_ns);  /* 0 or -errno */
 uint64_t arqd_timer_ack(int fd);                /* expirations since the last ack (0 if none) */
+
+/* ---- snapshot encode ----
+ * Fill `copy` (an arq_snapshot_copy) from a snapshot's parts and publish it (arqd_publish): the
+ * Python side passes the slot tuples as they are, cffi turns them into arrays. weights and
+ * variants have n_slots entries; k0..k3 are the knobs of slots 0..3 (n_knobs each; NULL past
+ * n_slots; there are ARQ_MAX_SLOTS == 4 of them). cum_weight[i] = round-half-even(sum of
+ * weights[0..i] * 2^32) clamped to 32 bits, the last active slot 0xFFFFFFFF (the rest too):
+ * the same arithmetic as shm_layout.segment.cum_weights. Unused words are zero. Returns the
+ * new seqlock sequence. */
+uint64_t arqd_encode_publish(void *base, void *copy, unsigned n_knobs, uint64_t generation, uint64_t salt,
+                             unsigned n_slots, const double *weights, const uint32_t *variants,
+                             const double *global_knobs, const double *k0, const double *k1, const double *k2,
+                             const double *k3, uint64_t lease_deadline_ns);
