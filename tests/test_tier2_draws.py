@@ -41,18 +41,18 @@ def test_fast_and_slow_gamma_paths_are_one_stream():
     assert fast == slow
 
 
-def test_block_boundaries_and_array_requests():
+def test_block_boundaries():
     rng = np.random.Generator(np.random.PCG64(1))
     dr = Draws(block=16)
     first = dr.normals(rng, 10)
     rest = dr.normals(rng, 10)  # does not fit in what is left: a fresh block, no straddling
     assert len(first) == len(rest) == 10 and dr.ni == 10
-    v = dr.normal_array(rng, 40)  # larger than the block: one block of 40
-    assert v.shape == (40,) and not v.flags.writeable
+    big = dr.normals(rng, 40)  # larger than the block: one block of 40
+    u = dr.uniforms(rng, 5)
     ref = np.random.Generator(np.random.PCG64(1))
-    blocks = [ref.standard_normal(16), ref.standard_normal(16), ref.standard_normal(40)]
+    blocks = [ref.standard_normal(16), ref.standard_normal(16), ref.standard_normal(40), ref.random(16)]
     assert first == blocks[0][:10].tolist() and rest == blocks[1][:10].tolist()
-    assert v.tobytes() == blocks[2].tobytes()
+    assert big == blocks[2].tolist() and u == blocks[3][:5].tolist()
 
 
 def test_thompson_save_mid_block_continues_and_saves_identically():

@@ -133,10 +133,10 @@ class Draws:
 
     One Generator call costs ~2 us of overhead, and at 10 arms / d = 10 a step needs a few dozen numbers:
     drawing ``block`` at a time and handing them out in order costs ~25 ns a number plus that overhead
-    once a block. The default block (128) keeps a refill (~5 us) small enough not to show in a step's
-    p99 while amortising the overhead. The Generator is passed in on every call, never stored here (it stays the
-    component's one ``rng`` and is saved once). A request that does not fit in what is left of the block
-    discards the rest and draws a fresh block, so an array request is always one contiguous view.
+    once a block. The default block (128) keeps a refill (~5 us) small enough not to matter in a step's
+    p99 while amortising the overhead. The Generator is passed in on every call, never stored here (it
+    stays the component's one ``rng`` and is saved once). A request that does not fit in what is left
+    of the block discards the rest and draws a fresh block.
 
     Determinism: the numbers depend only on the seed and the sequence of requests. The current block and
     position are part of the saved state, so a loaded component continues with the same numbers. The
@@ -158,11 +158,10 @@ class Draws:
         self.ui = 0
 
     # -- refills (return the list copy; index 0 is the first unused number)
-    def _refill_n(self, rng: np.random.Generator, k: int, as_list: bool = True) -> list | None:
+    def _refill_n(self, rng: np.random.Generator, k: int) -> list:
         self.nb = rng.standard_normal(max(self.block, k))
         self.ni = 0
-        # An array consumer never pays for the list copy; _lists() makes it if a list consumer comes.
-        self._nl = nl = self.nb.tolist() if as_list else None
+        self._nl = nl = self.nb.tolist()
         return nl
 
     def _refill_u(self, rng: np.random.Generator, k: int) -> list:
@@ -203,18 +202,6 @@ class Draws:
             ul, i, j = self._refill_u(rng, k), 0, k
         self.ui = j
         return ul[i:j]
-
-    def normal_array(self, rng: np.random.Generator, k: int) -> np.ndarray:
-        """k standard normals as a read-only view of the block (copy it before writing)."""
-        i = self.ni
-        j = i + k
-        if j > self.nb.shape[0]:
-            self._refill_n(rng, k, as_list=False)
-            i, j = 0, k
-        self.ni = j
-        v = self.nb[i:j]
-        v.flags.writeable = False
-        return v
 
     def gammas(self, rng: np.random.Generator, shapes: list, sqrt=math.sqrt) -> list:
         """Gamma(a, 1) draws, one per shape a > 0, as Python floats: Marsaglia & Tsang (2000) on the

@@ -70,7 +70,7 @@ class _LinearArms(Bandit):
     """
 
     contextual = True
-    FOLD_BELOW = 1e-100  # fold scale into G, h, m and c below this (1/scale stays far from overflow)
+    FOLD_BELOW = 1e-100  # fold scale into G and h below this (1/scale stays far from overflow)
 
     def _init_linear(self, n_arms, seed, cfg, clock):
         if cfg.dim < 1:
