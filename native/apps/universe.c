@@ -8,7 +8,8 @@
  *
  * Each tile-step is one arqon request keyed by (tile, epoch): different tiles may run
  * different traffic slots, so the daemon compares a candidate with the baseline at the
- * same time under the same conditions; the epoch re-keys tiles every EPOCH_STEPS so no
+ * same time under the same conditions; the epoch re-keys each tile every EPOCH_STEPS (one
+ * tile every EPOCH_STEPS / NT steps, not all at once) so no
  * slot keeps the same tiles (each tile has its own source pattern).
  *
  * Quality is measured on the field: the tile's mean, spatial std and roughness
@@ -376,13 +377,18 @@ int main(int argc, char **argv) {
         int ph = timeline_phase(&tl, t, &frac);
         const uphase *P = &DEMO[ph];
         tg = target_at(&tgm0[ph], &tgm1[ph], frac);
-        uint64_t epoch = step / EPOCH_STEPS;
 
         for (int i = 0; i < NT; i++) {
             tile_t *T = &tiles[i];
             arq_view v;
             if (o.fixed) v = fview;
-            else arq_read(p, (epoch << 16) | (uint64_t)i, &v);
+            else {
+                /* tiles re-key at staggered steps: a tile moved to another slot holds its records
+                 * back while it settles, and if every tile moved at once each slot would report
+                 * nothing for that long (a canary's judge counts such blocks as missing) */
+                uint64_t epoch = (step + (uint64_t)i * EPOCH_STEPS / NT) / EPOCH_STEPS;
+                arq_read(p, (epoch << 16) | (uint64_t)i, &v);
+            }
             if (T->n != P->n) {                      /* grid resize: a new sub-universe */
                 tile_reset(T, P->n, o.seed, i);
                 T->settle_left = settle_steps(v.knob[K_DECAY]);
