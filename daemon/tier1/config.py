@@ -49,9 +49,12 @@ class KnobRule(msgspec.Struct, **_S):
 
 
 class AntiThrashing(msgspec.Struct, **_S):
-    """Direction flips of a knob's rollouts: more than `max_flips` within `window_s` starts a
-    `cooldown_s` pause for that knob. A reversal smaller than `hysteresis` x max_delta is
-    refused outright (dead band)."""
+    """Direction flips of a knob's promoted baseline changes: a rollout that would make more
+    than `max_flips` within `window_s` starts a `cooldown_s` pause of that knob's rollouts. A
+    rollout reversing the last promoted direction by less than `hysteresis` x max_delta is
+    refused outright (dead band). Probes and rolled-back rollouts never moved the baseline: they
+    are neither reversals nor flips, and a cooldown does not hold probes (rate, interval and
+    budget still do)."""
     max_flips: int = 3
     window_s: float = 60.0
     cooldown_s: float = 30.0
