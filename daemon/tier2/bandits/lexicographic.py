@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core import Draws, register, register_struct
 from .base import Bandit, BanditOptions, argmax_list, parse_bandit_options
-from .thompson import _gauss_draw, pooled_var
+from .thompson import pooled_var
 
 
 @register_struct
@@ -65,16 +65,26 @@ class Lexicographic(Bandit):
         sc, pf, pi = st.scale, cfg.prior_feasible, cfg.prior_infeasible
         FZ, FN = st.FZ, st.FN
         draw = draws.betas(rng, FZ, FN, sc, pf, pi)  # Beta(pf + fz, pi + fn - fz) per variant
-        # Quality draw (always taken, so the RNG stream does not depend on eligibility).
-        s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(st, cfg.prior_var, k)
-        q = _gauss_draw(st, s2, cfg.prior_mean, cfg.prior_var, draws.normals(rng, k))
-        # Eligible: the feasibility draw reaches the SLA rate (and the optional hard gate passes).
+        # Quality: Thompson on each eligible variant's Gaussian posterior (the normals are taken for
+        # every variant, so the stream does not depend on eligibility; the posterior is only worked
+        # out where it is used). Eligible: the feasibility draw reaches the SLA rate (and the optional
+        # hard gate passes).
+        z = draws.normals(rng, k)
         fr = cfg.feasible_rate
         gate = self.feasible_prob().tolist() if cfg.min_feasible_prob > 0.0 else None
         best, bv = -1, -math.inf
+        inv_s2 = -1.0
         for i in range(k):
-            if draw[i] >= fr and q[i] > bv and (gate is None or gate[i] >= cfg.min_feasible_prob):
-                best, bv = i, q[i]
+            if draw[i] >= fr and (gate is None or gate[i] >= cfg.min_feasible_prob):
+                if inv_s2 < 0.0:  # first eligible variant: the shared posterior constants
+                    s2 = cfg.noise_var if cfg.noise_var is not None else pooled_var(st, cfg.prior_var, k)
+                    inv_s2, inv_pv = sc / s2, 1.0 / cfg.prior_var
+                    pm = cfg.prior_mean * inv_pv
+                # The _gauss_draw formula for one variant.
+                sd = 1.0 / math.sqrt(st.N[i] * inv_s2 + inv_pv)
+                v = (st.S[i] * inv_s2 + pm) * (sd * sd) + sd * z[i]
+                if v > bv:
+                    best, bv = i, v
         if best >= 0:
             return best
         self.fallbacks += 1

@@ -118,16 +118,20 @@ class _LinearArms(Bandit):
     def _update(self, arm, r, x, feasible) -> None:
         self.plays[arm] += 1
         if not self.discounted:
-            # Recursive least squares: v = P x, den = 1 + x'P x; P -= v v' / den;
-            # theta += (r - x.theta) / den * v (= P_new (b + r x), without keeping b).
+            # Recursive least squares: v = P x, den = 1 + x'P x; P -= v v' / den and
+            # theta += (r - x.theta) / den * v (= P_new (b + r x), without keeping b). Both are one
+            # rank-one update of E = [P; theta']: E -= u w' with w = v / sqrt(den) and
+            # u = [w; (x.theta - r) / sqrt(den)] (w w' exactly symmetric).
             Ea = self.E[arm]
-            P, th = Ea[:-1], Ea[-1]
-            v = P @ x
-            den = 1.0 + float(v @ x)
-            err = r - float(th @ x)
-            w = v * (1.0 / math.sqrt(den))  # w w' = v v' / den, exactly symmetric
-            P -= np.multiply.outer(w, w)
-            th += (err / den) * v
+            u = Ea @ x  # [P x, x.theta]
+            ul = u.tolist()
+            den = 1.0
+            for a, b in zip(ul, x.tolist()):
+                den += a * b
+            c = 1.0 / math.sqrt(den)
+            u *= c
+            u[-1] -= r * c
+            Ea -= np.multiply.outer(u, u[:-1])
             return
         s = self.scale * self.cfg.discount
         if s < self.FOLD_BELOW:
