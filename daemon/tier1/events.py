@@ -31,7 +31,8 @@ class _Base(msgspec.Struct, **_E):
 class KnobTouch(msgspec.Struct, frozen=True):
     """What an accepted proposal spends of one knob's rate, budget and flip allowances.
     `cost`: normalised change x traffic share. `direction`: -1/0/+1 (rollouts only; probes are
-    symmetric around the baseline and do not move it)."""
+    symmetric around the baseline and do not move it). Directions are recorded for the audit;
+    the flips and hysteresis rules read `Promotion.moves` (only a promotion moves the baseline)."""
     knob: str
     cost: float
     direction: int
