@@ -164,7 +164,6 @@ class PairedBlockTest:
         return MetricVerdict(metric, decision, n, mean_rel, se_rel, r1, tc, lcb, ucb,
                              self.effect_margin, self.abort_margin, alpha_look, enforce)
 
-
     def feasibility(self, slo: str, cand: Sequence[float], base: Sequence[float], *, limit: float, upper: bool,
                     alpha_look: float) -> Optional[FeasibilityVerdict]:
         """Each side's block means of `slo` against its limit (None below min_blocks).
