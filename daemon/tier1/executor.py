@@ -1052,6 +1052,7 @@ class Executor:
         """Feed SLO windows; on an enforcing breach roll back now. True if rolled back."""
         e = self.exp
         wins = e.wins
+        dropped = False
         for s in usable:
             role = roles.get(s.slot)
             if role is None or (role[0] == "cand" and role[1] in e.failed):
@@ -1098,11 +1099,18 @@ class Executor:
                     why = "margin below -0.5" if margin < -0.5 else "candidate breaks an SLO the baseline does not beat"
                     reason = f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})"
                     if self._drop_probe_arm(now, arm, reason, f"slo:{c.name}", value, c.limit):
+                        dropped = True
                         break   # the other arms run on
                     self._stop(now, "slo_breach", f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})",
                                f"slo:{c.name}", value, c.limit, regression=True, quarantine=True, status="slo_breach",
                                failed_arm=arm)
                     return True
+        if dropped:   # one republish for every arm stopped in this cycle
+            w = self.g.rollout.probe_weight
+            live = len(e.arms) - len(e.failed)
+            slots = [self._base_slot(1.0 - w * live)] + [SlotSpec(0.0 if i in e.failed else w, v, a)
+                                                        for i, (a, v) in enumerate(zip(e.arms, e.variants))]
+            self._publish(now, slots, self.state.baseline, e.salt, f"probe without arms {sorted(e.failed)}")
         return False
 
     def _drop_probe_arm(self, now: int, arm: int, reason: str, rule: str, measured, threshold) -> bool:
@@ -1123,14 +1131,10 @@ class Executor:
                    measured=measured, threshold=threshold, reverted_to_version=self.state.generation + 1,
                    cooldown_until_ns=now + int(r.cooldown_after_rollback_s * NS), counts_as_regression=True)
         # Same window and the other slots' SLO windows go on; only this arm's share returns to slot 0.
+        # The caller republishes once per cycle (several arms may stop in one).
         who = f"cand{arm}"
         for key in [k for k in e.wins if k[0] == who]:
             del e.wins[key]
-        w = r.probe_weight
-        live = len(e.arms) - len(e.failed)
-        slots = [self._base_slot(1.0 - w * live)] + [SlotSpec(0.0 if i in e.failed else w, v, a)
-                                                    for i, (a, v) in enumerate(zip(e.arms, e.variants))]
-        self._publish(now, slots, self.state.baseline, e.salt, f"probe without arms {sorted(e.failed)}")
         return True
 
     # ----------------------------------------------------------------- stop / rollback
