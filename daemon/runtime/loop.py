@@ -118,12 +118,14 @@ class Daemon:
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
         # summarize: the one C call that drains, renews the lease and summarises, plus building the
-        # SlotTelemetry; t1_apply: Executor.propose + publish + audit/metrics/bus enqueues (+ the
-        # driver's on_verdict), of which t1_propose is Executor.propose alone.
+        # SlotTelemetry; t1_apply: Executor.propose + publish + the driver's on_verdict, of which
+        # t1_propose is Executor.propose alone; t1_bookkeeping: that verdict's audit/metrics/bus
+        # enqueues, done right after (same cycle, before anything else is recorded).
         # publish: cycle start -> the snapshot Tier 1's step decided (a rollback, a canary step, a
         # promotion) is in shared memory.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
-                                                "t1_apply": [], "t1_propose": [], "publish": []}
+                                                "t1_apply": [], "t1_propose": [], "t1_bookkeeping": [],
+                                                "publish": []}
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
         self._ns = self._periods_ns(self.g)
@@ -418,8 +420,14 @@ class Daemon:
                 t3 = time.perf_counter()
                 if p is not None:
                     tm["t2_decision"].append(t3 - t2)
-                    self.driver.on_verdict(self._submit(now, p))
-                    tm["t1_apply"].append(time.perf_counter() - t3)
+                    v = self._submit(now, p, record=False)
+                    try:
+                        self.driver.on_verdict(v)
+                        t4 = time.perf_counter()
+                        tm["t1_apply"].append(t4 - t3)
+                    finally:   # the verdict is applied: its events are recorded whatever happens
+                        self._record(now, v.events)
+                    tm["t1_bookkeeping"].append(time.perf_counter() - t4)
         if self.bus is not None:
             self._bus_summary(now)
         if check and self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
@@ -548,13 +556,16 @@ class Daemon:
         return {"accepted": v.accepted, "proposal_id": v.proposal_id, "rule": v.rule, "value": v.value,
                 "limit": v.limit, "message": v.message, "generation": self.generation}
 
-    def _submit(self, now: int, p: Proposal):
+    def _submit(self, now: int, p: Proposal, record: bool = True):
+        """Tier 1 validates `p` and, if accepted, its snapshot is published. record=False leaves
+        the verdict's events to the caller, who must `_record` them before anything else."""
         t = time.perf_counter()
         v = self.ex.propose(now, p)
         self._time("t1_propose", time.perf_counter() - t)
         if v.snapshot is not None:
             self._publish(now, v.snapshot)       # the data plane sees the change first
-        self._record(now, v.events)
+        if record:
+            self._record(now, v.events)
         return v
 
     async def handle(self, cmd: str, args: dict) -> Any:
