@@ -1101,9 +1101,8 @@ class Executor:
                     if self._drop_probe_arm(now, arm, reason, f"slo:{c.name}", value, c.limit):
                         dropped = True
                         break   # the other arms run on
-                    self._stop(now, "slo_breach", f"SLO {c.name}: {c.field}.{c.stat} = {value:g}, limit {op} {c.limit:g} ({why})",
-                               f"slo:{c.name}", value, c.limit, regression=True, quarantine=True, status="slo_breach",
-                               failed_arm=arm)
+                    self._stop(now, "slo_breach", reason, f"slo:{c.name}", value, c.limit, regression=True,
+                               quarantine=True, status="slo_breach", failed_arm=arm)
                     return True
         if dropped:   # one republish for every arm stopped in this cycle
             w = self.g.rollout.probe_weight
