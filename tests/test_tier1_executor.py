@@ -55,6 +55,7 @@ catalog:
     - {id: v-ref, variant: ref, state: Promoted}
     - {id: v-fast, variant: fast, state: Approved, max_p99: 3000}
     - {id: v-draft, variant: draft, state: Draft}
+    - {id: far-a, state: Approved, knobs: {a: 0.9}}
 safe_mode: {exit_after_s: 2}
 """.replace("  c_unused_placeholder_removed: {}\n", "")
 
@@ -81,6 +82,8 @@ class Rig:
         cand = sl.knobs != self.x.state.baseline or sl.variant != self.x.state.baseline_variant
         lat = 1000.0 * (1 + (self.regress if cand else 0.0))
         if cand and self.breach:
+            lat = 5000.0
+        if not cand and getattr(self, "base_breach", False):
             lat = 5000.0
         return {"lat": lat, "q": 0.9}
 
@@ -188,7 +191,13 @@ def fire(r: Rig, state: State, trigger: str) -> None:
         n = len(r.of(ev.Transition))
         while not any(e.trigger == trigger for e in r.of(ev.Transition)[n:]):
             r.step(ack=False)
-    elif trigger in ("reset_safe_mode", "rollback", "snapback", "thaw"):
+    elif trigger == "accept_relief":
+        r.keep(r.x.reload(r.t, G("  relief: true\n"), 2))
+        r.base_breach = True                         # the baseline itself breaches p99 <= 4000
+        for _ in range(5):                           # idle cycles: a full slot-0 SLO window
+            r.step()
+        assert r.propose("rollout", Arm({"a": 0.9}, preset="far-a")).accepted
+    elif trigger in ("reset_safe_mode", "rollback", "snapback", "thaw", "cancel"):
         r.cmd(trigger)
     elif trigger == "thaw_to_safe_mode":
         r.cmd("thaw")

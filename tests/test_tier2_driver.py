@@ -170,3 +170,35 @@ def test_returning_to_a_regime_proposes_what_was_promoted_there():
     for k, v in arm.knobs.items():
         assert abs(v - before[k]) <= 0.1 + 1e-12
         assert abs(v - learned[k]) < abs(before[k] - learned[k])
+
+
+def test_wants_cancel_after_a_persisting_regime_change_but_never_for_a_regime_rollout():
+    d = driver()
+    base = {"a": 0.8, "b": 0.1, "n": 2.0}            # the quiet preset already: probes follow
+    p = d.next_proposal(base, "", {"load": 100.0})
+    assert p.kind == "probe" and d.pending is p
+    assert not d.wants_cancel({"load": 100.0}, base, "")
+    got = [d.wants_cancel({"load": 1000.0}, base, "") for _ in range(CONTEXT_PERSIST)]
+    assert got == [False] * (CONTEXT_PERSIST - 1) + [True]
+    d.on_experiment_end()
+    p = d.next_proposal(base, "", {"load": 1000.0})
+    assert p.source == "context" and p.arms[0].preset == "busy"
+    assert not any(d.wants_cancel({"load": 100.0}, base, "") for _ in range(2 * CONTEXT_PERSIST))
+
+
+def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():
+    from daemon.tier1.model import Verdict
+    from daemon.tier2.driver import REGIME_ATTEMPTS, REGIME_RETRY_CALLS
+    d = driver()
+    base = {"a": 0.2, "b": 0.2, "n": 4.0}
+    tries = 0
+    for _ in range(REGIME_RETRY_CALLS * (REGIME_ATTEMPTS + 2)):
+        p = d.next_proposal(base, "", {"load": 100.0})
+        if p is None:
+            continue
+        if p.source == "context":
+            tries += 1
+            d.on_verdict(Verdict(False, p.proposal_id, rule="quarantine", value=0.0, limit=0.05))
+        else:
+            d.pending = None
+    assert tries == REGIME_ATTEMPTS

@@ -100,6 +100,10 @@ class Rollout(msgspec.Struct, **_S):
     shadow_weight: float = 0.01
     shadow_s: float = 2.0
     canary_steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    # SLA-first relief: while the baseline breaches an enforcing SLO, a rollout of an approved
+    # preset (Arm.preset) skips the canary ramp and bakes at 100% (SLOs checked every cycle, a
+    # breach rolls back at once). Keeping a baseline that breaches is not the safe choice.
+    relief: bool = False
     min_samples: int = 200
     min_blocks: int = 8
     block_s: float = 0.5

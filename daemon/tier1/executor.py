@@ -462,6 +462,10 @@ class Executor:
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
         self._checks_by_var: dict[int, tuple[_Check, ...]] = {}   # SLOs + the variant's catalog constraints
+        # rollout.relief: slot-0 SLO windows while idle, and the last verdict per enforcing SLO
+        # as (t_ns, relative margin, 0.0) -- negative margin = the baseline breaches
+        self._base_wins: dict[str, _Win] = {}
+        self._base_breach: dict[str, Optional[tuple]] = {}
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
         self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
                                  for i, rk in enumerate(self.rk) if rk is not None)
@@ -864,7 +868,7 @@ class Executor:
             if rollout:
                 move = m0
                 direction = 1 if move > 0 else -1
-                self._check_reversal(now, i, name, move, direction, thrash)
+                self._check_reversal(now, i, name, move, direction, thrash, preset=p.arms[0].preset is not None)
             cost = amax * share
             if lg is None:
                 spent = 0
@@ -893,16 +897,19 @@ class Executor:
             touches.append(KT(name, cost, direction, move))
         return touches
 
-    def _check_reversal(self, now: int, i: int, name: str, move: float, direction: int, thrash: dict[str, int]) -> None:
+    def _check_reversal(self, now: int, i: int, name: str, move: float, direction: int, thrash: dict[str, int],
+                        preset: bool = False) -> None:
         """A rollout against the last promoted direction of knob `name`: refused inside the dead
-        band (hysteresis x max_delta), and counted as a flip of the baseline's direction."""
+        band (hysteresis x max_delta), and counted as a flip of the baseline's direction. An
+        approved preset is exempt from the dead band (it is not a tuner dithering around a
+        point), never from the flip count."""
         mv = self.state.moves.get(name)
         last_dir = mv[-1].direction if mv else 0
         if last_dir == 0 or last_dir == direction:
             return
         at, rk = self.g.anti_thrashing, self.rk[i]
         nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
-        if abs(move) < at.hysteresis * nd:
+        if abs(move) < at.hysteresis * nd and not preset:
             raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
                           f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
                           f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
@@ -925,7 +932,12 @@ class Executor:
                 e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
             self._enter_phase(now)
             return
-        if e.is_global:
+        breach = self._baseline_breach(now) if r.relief and e.p.arms[0].preset is not None and not e.is_global else None
+        if breach is not None:
+            self._fire(now, "accept_relief", measured=breach[1], threshold=breach[2],
+                       condition=f"relief: the baseline breaches SLO {breach[0]}; approved preset {e.p.arms[0].preset} "
+                                 "bakes at 100% with SLO guardrails")
+        elif e.is_global:
             self._fire(now, "accept_switchback", condition="rollout touches a global knob: switchback")
         elif r.shadow == "on" or (r.shadow == "auto" and e.variants[0] != self.state.baseline_variant):
             self._fire(now, "accept_rollout_shadow", measured=r.shadow, condition="shadow policy", threshold=None)
@@ -1015,7 +1027,44 @@ class Executor:
                 self._fire(now, "safe_mode_timer", measured=now, condition="t >= safe mode exit", threshold=None)
         if self.exp is not None and self.mstate in EXPERIMENT:
             self._advance(now, inp)
+        elif self.g.rollout.relief:
+            self._watch_baseline(now, inp)
         return StepOutput(*self._out())
+
+    def _watch_baseline(self, now: int, inp: CycleInput) -> None:
+        """With rollout.relief on and no experiment: the baseline's enforcing SLO windows over
+        slot 0, so a relief rollout knows whether the baseline breaches right now."""
+        gen = self.state.generation
+        checks = self._checks_by_var.get(self.state.baseline_variant)
+        if checks is None:
+            checks = self._checks_by_var[self.state.baseline_variant] = tuple(
+                self.checks + self._catalog_checks(self.state.baseline_variant))
+        for s in inp.slots:
+            if s.slot != 0 or s.generation != gen:
+                continue
+            for c in checks:
+                fs = s.fields.get(c.field)
+                if not c.enforce or fs is None or fs.count <= 0:
+                    continue
+                w = self._base_wins.get(c.name)
+                if w is None:
+                    w = self._base_wins[c.name] = _Win()
+                w.add(fs, s.window_ns, _stat(fs, c.stat, s.window_ns))
+                if w.n < c.min_samples:
+                    continue
+                value = w.value(c.stat)
+                del self._base_wins[c.name]
+                scale = abs(c.limit) if c.limit != 0 else 1.0
+                margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
+                self._base_breach[c.name] = (now, margin, 0.0) if margin < 0 else None
+
+    def _baseline_breach(self, now: int):
+        """(slo, relative margin, 0.0) of an enforcing SLO the baseline breached in a window that
+        closed within the last second (while idle, or beside the experiment that just stopped)."""
+        for name, b in self._base_breach.items():
+            if b is not None and now - b[0] <= NS:
+                return name, b[1], b[2]
+        return None
 
     def _since_publish(self, now: int) -> int:
         return now - self._pub_ns
@@ -1157,10 +1206,15 @@ class Executor:
                 vo = e.variants[i] != self.state.baseline_variant and e.arms[i] == self.state.baseline
                 self._emit(ev.Quarantine, now, center=self._norm(e.arms[i]), variant=e.variants[i], variant_only=vo,
                            radius=r.quarantine_radius, until_ns=now + int(r.quarantine_s * NS), reason=reason)
-        cooldown = now + int(r.cooldown_after_rollback_s * NS) if trigger not in ("kill", "enter_safe_mode") else now
+        cooldown = now + int(r.cooldown_after_rollback_s * NS) if trigger not in ("kill", "enter_safe_mode", "cancel") else now
         self._emit(ev.Rollback, now, rollback_reason=reason, rule=rule, measured=measured, threshold=threshold,
                    reverted_to_version=self.state.generation + 1, cooldown_until_ns=cooldown,
                    counts_as_regression=regression)
+        if self.g.rollout.relief:
+            enforcing = {c.name for c in self.checks if c.enforce}
+            for name, m in e.base_margin.items():
+                if name in enforcing:
+                    self._base_breach[name] = (now, m, 0.0) if m < 0 else None
         self.exp = None
         self._publish_baseline(now, f"rollback: {trigger}")
         if trig == "regressions_limit":
@@ -1516,7 +1570,7 @@ class Executor:
 
     # ----------------------------------------------------------------- commands
     def command(self, now_ns: int, cmd: Command) -> StepOutput:
-        """freeze | thaw | rollback | snapback | reset_safe_mode | enter_safe_mode."""
+        """freeze | thaw | rollback | snapback | reset_safe_mode | enter_safe_mode | cancel."""
         self._ensure_started(now_ns)
         now, st = now_ns, self.state
         name = cmd.name
@@ -1556,6 +1610,15 @@ class Executor:
                 note(True, "snapback: baseline republished")
                 self._fire(now, "snapback", condition=f"snapback by {cmd.source}")
                 self._publish_baseline(now, "snapback")
+        elif name == "cancel":
+            # Tier 2 withdraws its own experiment (the conditions it was measured for are gone):
+            # baseline only at once, no quarantine, no regression, no cooldown.
+            if self.exp is not None:
+                note(True, f"cancel: active experiment stopped ({cmd.reason or 'withdrawn'}), baseline only")
+                self._stop(now, "cancel", f"cancelled by {cmd.source}: {cmd.reason or 'withdrawn'}", "cancel", None, None,
+                           regression=False, quarantine=False, status="aborted")
+            else:
+                note(False, "no active experiment to cancel")
         elif name == "reset_safe_mode":
             if not st.safe_mode:
                 note(False, "safe mode is not active")

@@ -80,7 +80,7 @@ class Proposal(msgspec.Struct, frozen=True):
     note: str = ""
 
 
-CommandName = Literal["freeze", "thaw", "rollback", "snapback", "reset_safe_mode", "enter_safe_mode"]
+CommandName = Literal["freeze", "thaw", "rollback", "snapback", "reset_safe_mode", "enter_safe_mode", "cancel"]
 
 
 class Command(msgspec.Struct, frozen=True):

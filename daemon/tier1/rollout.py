@@ -46,6 +46,7 @@ _T: dict[tuple[State, str], State] = {
     (S.IDLE, "accept_rollout_shadow"): S.SHADOW,
     (S.IDLE, "accept_rollout"): S.CANARY,
     (S.IDLE, "accept_switchback"): S.SWITCHBACK,
+    (S.IDLE, "accept_relief"): S.BAKING,     # rollout.relief: the baseline breaches, an approved preset goes to 100%
     (S.PROBING, "probe_done"): S.IDLE,
     (S.SHADOW, "shadow_passed"): S.CANARY,
     (S.CANARY, "step_passed"): S.CANARY,
@@ -71,7 +72,7 @@ _T: dict[tuple[State, str], State] = {
 }
 # Failures and stops of a live candidate: all roll back to the baseline at once.
 for _s in EXPERIMENT:
-    for _trig in ("slo_breach", "lease_lost", "rollback", "snapback", "config_reload"):
+    for _trig in ("slo_breach", "lease_lost", "rollback", "snapback", "config_reload", "cancel"):
         _T[(_s, _trig)] = S.ABORTING
     if _s is not S.PROBING:   # a probe never fails for lack of data: it reports insufficient_data
         _T[(_s, "deadline")] = S.ABORTING

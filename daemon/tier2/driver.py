@@ -51,6 +51,9 @@ BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many pro
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
 CONTEXT_BAND = 0.5   # regime width per context field, log2 units (a factor of ~1.41)
 CONTEXT_PERSIST = 3  # consecutive calls in a new regime before the driver acts on it
+REGIME_RETRY_CALLS = 50   # a regime rollout Tier 1 refused (quarantine, dead band, cooldown) is retried after
+REGIME_ATTEMPTS = 3       # this many calls, at most this many times per regime entry
+PRESET_SCALE = 0.25       # after a regime rollout, probe at this fraction of max_delta: refine, do not leap
 
 
 class TuningDriver:
@@ -104,6 +107,8 @@ class TuningDriver:
         self.regime_next: Optional[tuple] = None
         self.regime_seen = 0
         self.regime_acted = False          # the regime's entry rollout was proposed already
+        self.regime_tries = 0              # entry rollouts refused so far in this regime
+        self.regime_wait = 0               # calls left before a refused entry rollout is retried
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.bandits: dict[tuple, object] = {}
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
@@ -169,6 +174,10 @@ class TuningDriver:
         base = self._baseline_vec(baseline)
         if self.ctx_fields and context:
             self._observe(context, baseline, baseline_variant)
+        if self.regime_wait > 0:
+            self.regime_wait -= 1
+            if self.regime_wait == 0:
+                self.regime_acted = False
         if self.quiet > 0:
             self.quiet -= 1
             return None
@@ -218,6 +227,16 @@ class TuningDriver:
 
     # ---- conditions -----------------------------------------------------------------------
 
+    def wants_cancel(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str) -> bool:
+        """Called every cycle while one of this driver's experiments runs: True when the
+        conditions have moved to another regime, so the experiment (measured for the old ones)
+        should stop and the new regime's rollout go first. A regime rollout is never cancelled."""
+        if not self.ctx_fields or not context or self.pending is None or self.pending.source == "context":
+            return False
+        r = self.regime
+        self._observe(context, baseline, variant)
+        return self.regime != r
+
     def _position(self, context: dict[str, float]) -> Optional[list[float]]:
         """Each context field in regime-band units (log2 / CONTEXT_BAND); None if one is missing."""
         out = []
@@ -248,6 +267,7 @@ class TuningDriver:
             return
         self.regime, self.regime_next, self.regime_seen = new, None, 0
         self.regime_acted, self.regime_base = False, cur
+        self.regime_tries, self.regime_wait = 0, 0
         # the variants' relative rewards describe the old conditions: a fresh bandit (a local
         # restart), seeded from the regime so the run stays deterministic
         self.bandit = self._new_bandit(self.cfg.seed * 7919 + (zlib.crc32(repr(new).encode()) & 0xFFFF))
@@ -332,8 +352,12 @@ class TuningDriver:
             self.opt = None
         if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
             self.blocked[v.value] = self.round + BLOCK_ROUNDS   # Tier 1 quarantined it: tournament without it
-        if self.pending_kind == "rollout" and v.rule in RETRY_RULES and self.pending.source == "context":
-            self.regime_acted = False               # conditions still want it: try again after the pause
+        if self.pending_kind == "rollout" and self.pending.source == "context":
+            # conditions still want it: try again once the refusal may have cleared (a cooldown,
+            # a quarantine from another regime, a knob's min interval), a bounded number of times
+            self.regime_tries += 1
+            if self.regime_tries < REGIME_ATTEMPTS:
+                self.regime_wait = 1 if v.rule in RETRY_RULES else REGIME_RETRY_CALLS
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
             self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
@@ -438,7 +462,9 @@ class TuningDriver:
             self._after_rollout(p)
 
     def _after_rollout(self, p: Proposal) -> None:
-        self.scale = min(1.0, 2.0 * self.scale)   # the baseline moved: probe wide again
+        # the baseline moved: probe wide again; after a regime rollout (a preset or a memory,
+        # already good for these conditions) probe narrow, to refine rather than leap
+        self.scale = PRESET_SCALE if p.source == "context" else min(1.0, 2.0 * self.scale)
         # Relative variant rewards were measured against the old baseline; start afresh.
         if any(a.variant for a in p.arms) and self.bandit is not None:
             self.bandit = self._new_bandit(self.cfg.seed * 7919 + self.seq)

@@ -1,0 +1,89 @@
+"""SLA-first relief (rollout.relief) and Tier 2's cancel command.
+
+Relief: while the baseline breaches an enforcing SLO, a rollout of an approved preset bakes at
+100% at once (SLO guardrails every cycle) instead of climbing the canary ramp; anything else, or
+a healthy baseline, takes the normal path. Cancel: Tier 2 withdraws its experiment when the
+conditions change: baseline at once, no quarantine, no regression, no cooldown."""
+from __future__ import annotations
+
+from daemon.tier1 import events as ev
+from daemon.tier1.model import Arm
+from daemon.tier1.rollout import State as S
+from tests.test_tier1_executor import G, Rig
+
+PRESET = Arm({"a": 0.9}, preset="far-a")
+
+
+def relief_rig(base_breach: bool) -> Rig:
+    r = Rig(G("  relief: true\n"))
+    r.base_breach = base_breach
+    for _ in range(5):
+        r.step()
+    return r
+
+
+def test_breaching_baseline_lets_an_approved_preset_bake_at_once():
+    r = relief_rig(True)
+    assert r.propose("rollout", PRESET).accepted
+    assert r.x.mstate is S.BAKING
+    t = r.of(ev.Transition)[-1]
+    assert t.trigger == "accept_relief" and "breaches SLO p99" in t.condition and t.measured < 0
+    assert [s.weight for s in r.x.snapshot.slots] == [0.0, 1.0]
+    r.until(S.IDLE)
+    assert r.x.state.baseline[0] == 0.9          # promoted
+
+
+def test_healthy_baseline_or_a_plain_arm_takes_the_canary_ramp():
+    r = relief_rig(False)
+    assert r.propose("rollout", PRESET).accepted
+    assert r.x.mstate is S.CANARY
+    r = relief_rig(True)
+    assert r.propose("rollout", Arm({"a": 0.6})).accepted     # not an approved bundle
+    assert r.x.mstate is S.CANARY
+
+
+def test_relief_off_by_default():
+    r = Rig()
+    r.base_breach = True
+    for _ in range(5):
+        r.step()
+    assert r.propose("rollout", PRESET).accepted
+    assert r.x.mstate is S.CANARY
+
+
+def test_a_relief_candidate_that_breaches_too_is_rolled_back_in_the_cycle_it_is_seen():
+    r = relief_rig(True)
+    r.breach = True                               # the preset breaches as well
+    assert r.propose("rollout", PRESET).accepted
+    for _ in range(20):
+        if r.x.mstate is not S.BAKING:
+            break
+        r.step()
+    assert r.x.mstate in (S.ABORTING, S.COOLDOWN)
+    rb = r.of(ev.Rollback)[-1]
+    assert rb.rule == "slo:p99" and r.baseline_only()
+
+
+def test_cancel_stops_at_once_without_quarantine_regression_or_cooldown():
+    r = Rig()
+    assert r.propose("rollout", Arm({"b": 0.6})).accepted
+    r.step()
+    before = r.x.state.consecutive_regressions
+    out = r.cmd("cancel", "conditions changed")
+    assert r.baseline_only()
+    assert not any(isinstance(e, ev.Quarantine) for e in out.events)
+    ev_ = [e for e in out.events if isinstance(e, ev.EvaluationEvent)]
+    assert ev_ and ev_[0].status == "aborted"
+    rb = [e for e in out.events if isinstance(e, ev.Rollback)][0]
+    assert rb.rule == "cancel" and not rb.counts_as_regression and rb.cooldown_until_ns == r.t
+    r.step()                                      # ack
+    r.step()                                      # cooldown ends at once
+    assert r.x.mstate is S.IDLE and r.x.state.consecutive_regressions == before
+    assert r.propose("rollout", Arm({"b": 0.6})).accepted
+
+
+def test_cancel_with_nothing_running_is_refused_and_changes_nothing():
+    r = Rig()
+    out = r.cmd("cancel")
+    c = [e for e in out.events if isinstance(e, ev.CommandEvent)][0]
+    assert not c.accepted and r.x.mstate is S.IDLE
