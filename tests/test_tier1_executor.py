@@ -191,6 +191,9 @@ def fire(r: Rig, state: State, trigger: str) -> None:
         n = len(r.of(ev.Transition))
         while not any(e.trigger == trigger for e in r.of(ev.Transition)[n:]):
             r.step(ack=False)
+    elif trigger == "relief":
+        r.base_breach = True                         # the load turns: now the baseline breaches
+        r.until(S.BAKING)
     elif trigger == "accept_relief":
         r.keep(r.x.reload(r.t, G("  relief: true\n"), 2))
         r.base_breach = True                         # the baseline itself breaches p99 <= 4000
@@ -232,7 +235,16 @@ def fire(r: Rig, state: State, trigger: str) -> None:
 SETUP = {  # states that need more than `reach` to make a trigger possible
     (S.CANARY, "last_step_passed"): lambda r: r.until(S.CANARY) or _to_last_step(r),
     (S.FROZEN, "thaw_to_safe_mode"): lambda r: r.cmd("enter_safe_mode", "while frozen"),
+    (S.CANARY, "relief"): lambda r: _preset_canary(r),
 }
+
+
+def _preset_canary(r: Rig):
+    """A fresh executor with rollout.relief, canarying an approved preset beside a healthy baseline."""
+    r.x = Executor(G("  relief: true\n"), DECL, run_id="test-relief")
+    r.keep(r.x.start(r.t))
+    assert r.propose("rollout", Arm({"a": 0.9}, preset="far-a")).accepted
+    r.until(S.CANARY)
 
 
 def _to_last_step(r: Rig):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from daemon.tier1 import events as ev
 from daemon.tier1.model import Arm
 from daemon.tier1.rollout import State as S
-from tests.test_tier1_executor import G, Rig
+from daemon.tier1.config import load_guardrails
+from tests.test_tier1_executor import CFG, G, Rig
 
 PRESET = Arm({"a": 0.9}, preset="far-a")
 
@@ -87,3 +88,17 @@ def test_cancel_with_nothing_running_is_refused_and_changes_nothing():
     out = r.cmd("cancel")
     c = [e for e in out.events if isinstance(e, ev.CommandEvent)][0]
     assert not c.accepted and r.x.mstate is S.IDLE
+
+
+def test_a_catalog_limit_compares_with_the_baselines_margin_on_the_same_constraint():
+    # v-fast's catalog max_p99 is the same constraint as the p99 SLO (latency p99 <= 4000): a
+    # candidate at 4500 beside a baseline at 5000 moves toward feasibility; it is not a breach
+    r = Rig(load_guardrails(CFG.replace("max_p99: 3000", "max_p99: 4000")))
+    r.base_breach = True
+    r.regress = 1.2
+    assert r.propose("rollout", Arm(variant="fast")).accepted
+    for _ in range(60):
+        r.step()
+    checks = [e for e in r.of(ev.SloCheck) if e.slo == "catalog:v-fast:max_p99"]
+    assert checks and all(c.outcome == "toward_feasibility" and c.baseline_margin < c.margin < 0 for c in checks)
+    assert not any(rb.rule.startswith("slo:") for rb in r.of(ev.Rollback))

@@ -367,7 +367,8 @@ class _Exp:
         # objective, records) when stopped; reported with the other arms when the probe ends
         self.failed: dict[int, tuple[Optional[float], Optional[float], int]] = {}
         self.window_ack_ns: Optional[int] = None   # probe: the ack that started the window
-        self.base_margin: dict[str, float] = {}
+        self.base_margin: dict = {}     # SLO name, or (field, stat, upper, limit) -> baseline margin
+        self.relief: Optional[tuple[str, float]] = None   # rollout.relief: the baseline breach seen mid-canary
         # The phase accumulators (`reset_phase`) are made by Executor._enter_phase, which every
         # experiment runs right after construction.
 
@@ -445,7 +446,7 @@ class Executor:
         self.kidx = {k.name: i for i, k in enumerate(d.knobs)}
         self.vidx = {v: i for i, v in enumerate(d.variants)}
         self.catalog = {c.variant: c for c in g.catalog.variants if c.variant is not None}
-        self.presets = {c.id: c for c in g.catalog.variants if c.knobs}
+        self.presets = {c.id: c for c in g.catalog.variants}   # any entry may be named by Arm.preset
         r = g.rollout
         self.block_ns = int(r.block_s * NS)
         self.settle_ns = int(r.settle_s * NS)
@@ -764,11 +765,11 @@ class Executor:
         c = self.presets.get(a.preset)
         if c is None:
             raise _Reject("catalog", a.preset, ",".join(sorted(self.presets)) or "(no presets)",
-                          f"arms[{ai}].preset {a.preset!r} is not a catalog entry with a knobs bundle")
+                          f"arms[{ai}].preset {a.preset!r} is not a catalog entry")
         if c.state not in ELIGIBLE_STATES:
             raise _Reject("catalog", c.state, "Approved|Promoted",
                           f"arms[{ai}].preset {a.preset!r} is {c.state}; only Approved/Promoted are eligible")
-        if dict(a.knobs) != dict(c.knobs) or (c.variant is not None and a.variant != c.variant):
+        if dict(a.knobs) != dict(c.knobs) or a.variant != c.variant:
             raise _Reject("preset_mismatch", a.preset, None,
                           f"arms[{ai}]: knobs/variant differ from catalog entry {a.preset!r}'s approved bundle")
         return True
@@ -1085,6 +1086,14 @@ class Executor:
         roles = self._roles()
         if usable and self._check_slos(now, usable, roles):
             return
+        if e.relief is not None and self.mstate is S.CANARY:
+            name, m = e.relief
+            self._fire(now, "relief", measured=m, threshold=0.0,
+                       condition=f"relief: the baseline breaches SLO {name} during the canary; approved preset "
+                                 f"{e.p.arms[0].preset} bakes at 100% with SLO guardrails")
+            e.step = len(self.g.rollout.canary_steps) - 1
+            self._enter_phase(now)
+            return
         if self.mstate is S.PROBING:
             self._on_probe(now, usable, roles, acked)
         elif self.mstate is S.SHADOW:
@@ -1130,11 +1139,19 @@ class Executor:
                 margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
                 if kind == "base":
                     e.base_margin[c.name] = margin
+                    # the same constraint under another name (a variant's catalog max_p99 and
+                    # the latency SLO on the same field, stat and limit) compares with this too
+                    e.base_margin[(c.field, c.stat, c.upper, c.limit)] = margin
+                    if margin < 0 and c.enforce and self.mstate is S.CANARY and self.g.rollout.relief \
+                            and e.p.arms[0].preset is not None and not e.is_global:
+                        e.relief = (c.name, margin)
                     continue
                 e.slo_windows_done[c.name] = e.slo_windows_done.get(c.name, 0) + 1
                 if margin >= 0:
                     continue
                 bm = e.base_margin.get(c.name)
+                if bm is None:
+                    bm = e.base_margin.get((c.field, c.stat, c.upper, c.limit))
                 if margin >= -0.5 and bm is not None and bm < 0 and margin > bm:
                     outcome = "toward_feasibility"   # constraint first: the baseline is worse
                 elif not c.enforce:

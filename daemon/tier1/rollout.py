@@ -51,6 +51,7 @@ _T: dict[tuple[State, str], State] = {
     (S.SHADOW, "shadow_passed"): S.CANARY,
     (S.CANARY, "step_passed"): S.CANARY,
     (S.CANARY, "last_step_passed"): S.BAKING,
+    (S.CANARY, "relief"): S.BAKING,          # rollout.relief: the baseline started breaching mid-canary
     (S.SWITCHBACK, "switchback_passed"): S.BAKING,
     (S.BAKING, "bake_done"): S.PROMOTED,
     (S.PROMOTED, "ack"): S.IDLE,

@@ -301,7 +301,7 @@ class TuningDriver:
         same_knobs = all(abs(baseline.get(k, math.nan) - v) <= 1e-12 for k, v in knobs.items())
         if same_knobs and (best.variant is None or best.variant == variant):
             return None, ""
-        arm = Arm(knobs=knobs, variant=best.variant, preset=best.id if knobs else None)
+        arm = Arm(knobs=knobs, variant=best.variant, preset=best.id)
         return arm, f"nearest approved preset {best.id} (distance {math.sqrt(best_d) * CONTEXT_BAND:.3g} log2 units)"
 
     def _variant_step(self, baseline_variant: str) -> Optional[Proposal]:
