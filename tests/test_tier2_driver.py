@@ -202,3 +202,28 @@ def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():
         else:
             d.pending = None
     assert tries == REGIME_ATTEMPTS
+
+
+def test_with_a_clock_a_short_burst_is_not_a_regime_change():
+    from daemon.tier2.driver import CONTEXT_PERSIST_S
+    d = driver()
+    base = {"a": 0.8, "b": 0.1, "n": 2.0}
+    t, dt = 0, 10_000_000                              # 10 ms calls
+    d.next_proposal(base, "", {"load": 100.0}, t)
+    r0 = d.regime
+    burst = int(CONTEXT_PERSIST_S * 1e9 / dt) - 2      # just shorter than the persistence time
+    for _ in range(burst):
+        t += dt
+        d.pending = None
+        d.next_proposal(base, "", {"load": 1000.0}, t)
+        assert d.regime == r0
+    for _ in range(5):
+        t += dt
+        d.pending = None
+        d.next_proposal(base, "", {"load": 100.0}, t)
+    assert d.regime == r0
+    for _ in range(burst + 4):                         # a step that lasts: acted on
+        t += dt
+        d.pending = None
+        d.next_proposal(base, "", {"load": 1000.0}, t)
+    assert d.regime != r0

@@ -406,7 +406,7 @@ class Daemon:
             # the conditions moved to another regime: Tier 2 withdraws what it measured for the old
             st0 = ex.state
             bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
-            if drv.wants_cancel(self._context(), dict(zip(self.knob_names, st0.baseline)), bv):
+            if drv.wants_cancel(self._context(), dict(zip(self.knob_names, st0.baseline)), bv, now):
                 self._handle(now, ex.command(now, Command("cancel", "tier2", f"conditions changed (regime {list(drv.regime)})")))
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
         if ex.exp is None and self.driver is not None:
@@ -424,7 +424,7 @@ class Daemon:
                 baseline = dict(zip(self.knob_names, st0.baseline))
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
                 t2 = time.perf_counter()
-                p = self.driver.next_proposal(baseline, bv, self._context())
+                p = self.driver.next_proposal(baseline, bv, self._context(), now)
                 t3 = time.perf_counter()
                 if p is not None:
                     tm["t2_decision"].append(t3 - t2)

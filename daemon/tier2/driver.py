@@ -19,7 +19,8 @@ reward and SLA feasibility; a new leader is rolled out.
 
 Conditions (`tuning.context`: telemetry fields such as the offered load, as slot-0 means passed
 in by the runtime) split the world into *regimes*: per field, a band of width CONTEXT_BAND in
-log2 units. A regime change must persist for CONTEXT_PERSIST calls. Entering a regime, the driver
+log2 units. A regime change must persist for CONTEXT_PERSIST calls and, when the runtime passes
+`now_ns`, for CONTEXT_PERSIST_S (a load burst is not new conditions). Entering a regime, the driver
 proposes (once) what it knows is good there: the configuration it last promoted in that regime,
 else the approved catalog preset whose `context` point is nearest (log distance). Tier 1 canaries
 and judges that rollout like any other. The variant bandit is kept per regime, so what was learned
@@ -50,7 +51,8 @@ BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles):
 BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many probe rounds
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
 CONTEXT_BAND = 0.5   # regime width per context field, log2 units (a factor of ~1.41)
-CONTEXT_PERSIST = 3  # consecutive calls in a new regime before the driver acts on it
+CONTEXT_PERSIST = 3  # consecutive calls in a new regime before the driver acts on it...
+CONTEXT_PERSIST_S = 0.25   # ...and this long (seconds), when the caller passes now_ns
 REGIME_RETRY_CALLS = 50   # a regime rollout Tier 1 refused (quarantine, dead band, cooldown) is retried after
 REGIME_ATTEMPTS = 3       # this many calls, at most this many times per regime entry
 PRESET_SCALE = 0.25       # after a regime rollout, probe at this fraction of max_delta: refine, do not leap
@@ -106,6 +108,7 @@ class TuningDriver:
         self.regime: Optional[tuple] = None
         self.regime_next: Optional[tuple] = None
         self.regime_seen = 0
+        self.regime_since = 0              # now_ns when the candidate regime was first seen
         self.regime_acted = False          # the regime's entry rollout was proposed already
         self.regime_tries = 0              # entry rollouts refused so far in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
@@ -163,7 +166,7 @@ class TuningDriver:
     # ---- decisions ----------------------------------------------------------------------
 
     def next_proposal(self, baseline: dict[str, float], baseline_variant: str,
-                      context: Optional[dict[str, float]] = None) -> Optional[Proposal]:
+                      context: Optional[dict[str, float]] = None, now_ns: int = 0) -> Optional[Proposal]:
         """The next thing to try, or None (something is pending or tuning is off). `context`:
         the current means of the `tuning.context` fields on slot 0 (missing: conditions unknown)."""
         if not self.cfg.enabled or self.pending is not None:
@@ -173,7 +176,7 @@ class TuningDriver:
                 del self.blocked[v]
         base = self._baseline_vec(baseline)
         if self.ctx_fields and context:
-            self._observe(context, baseline, baseline_variant)
+            self._observe(context, baseline, baseline_variant, now_ns)
         if self.regime_wait > 0:
             self.regime_wait -= 1
             if self.regime_wait == 0:
@@ -227,14 +230,15 @@ class TuningDriver:
 
     # ---- conditions -----------------------------------------------------------------------
 
-    def wants_cancel(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str) -> bool:
+    def wants_cancel(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str,
+                     now_ns: int = 0) -> bool:
         """Called every cycle while one of this driver's experiments runs: True when the
         conditions have moved to another regime, so the experiment (measured for the old ones)
         should stop and the new regime's rollout go first. A regime rollout is never cancelled."""
         if not self.ctx_fields or not context or self.pending is None or self.pending.source == "context":
             return False
         r = self.regime
-        self._observe(context, baseline, variant)
+        self._observe(context, baseline, variant, now_ns)
         return self.regime != r
 
     def _position(self, context: dict[str, float]) -> Optional[list[float]]:
@@ -247,7 +251,7 @@ class TuningDriver:
             out.append(math.log2(v) / CONTEXT_BAND)
         return out
 
-    def _observe(self, context: dict[str, float], baseline: dict[str, float], variant: str) -> None:
+    def _observe(self, context: dict[str, float], baseline: dict[str, float], variant: str, now_ns: int = 0) -> None:
         u = self._position(context)
         if u is None:
             return
@@ -261,9 +265,10 @@ class TuningDriver:
             return
         new = tuple(math.floor(x) for x in u)
         if new != self.regime_next:
-            self.regime_next, self.regime_seen = new, 0
+            self.regime_next, self.regime_seen, self.regime_since = new, 0, now_ns
         self.regime_seen += 1
-        if r is not None and self.regime_seen < CONTEXT_PERSIST:
+        if r is not None and (self.regime_seen < CONTEXT_PERSIST
+                              or (now_ns and now_ns - self.regime_since < CONTEXT_PERSIST_S * 1e9)):
             return
         self.regime, self.regime_next, self.regime_seen = new, None, 0
         self.regime_acted, self.regime_base = False, cur
