@@ -94,7 +94,7 @@ class ArrayES(AntitheticES):
         wp, wm = w[:p], w[p:]
         self.mu += ((wp - wm) * (cfg.lr * self.sigma / p)) @ self.pert[self.cur, :p]
         clip_(self.mu, self.lo, self.hi)
-        sq = np.array(self.sq[self.cur])
+        sq = np.array(self.sq[self.cur]) / self.d - 1.0
         self.sigma *= math.exp(cfg.lr_sigma * sum(((wp + wm) * sq).tolist()) / p)  # left to right
         self.sigma = min(max(self.sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * float(y[order[p - 1]] + y[order[p]])):

@@ -10,7 +10,9 @@ from ..change import make_detector
 from ..core import register, register_struct
 from .base import BoxOptimizer, clip_, parse_options
 
-_sum = np.add.reduce  # what ndarray.sum() runs, without its Python wrapper
+# Squared norms along the last axis: the vecdot gufunc (numpy >= 2) is one call.
+_vecdot = getattr(np, "vecdot", None)
+_sqnorm = (lambda a: _vecdot(a, a)) if _vecdot is not None else (lambda a: np.add.reduce(a * a, -1))
 
 @register_struct
 class ESConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,7 +61,7 @@ class AntitheticES(BoxOptimizer):
         self.mu = self.to_user(self.z0)  # the mean, user units
         self.sigma = cfg.sigma0
         self.pert = np.zeros((0, 2 * cfg.pairs, self.d))  # per round [span eps_i; -span eps_i]
-        self.sq: list = []  # per round |eps_i|^2 / d - 1
+        self.sq: list = []  # per round |eps_i|^2
         self.bi = 0  # next round of the block
         self.cur = 0  # the pending round's index in the block
         n = 2 * cfg.pairs
@@ -80,7 +82,7 @@ class AntitheticES(BoxOptimizer):
     def _draw_block(self) -> None:
         p, d = self.cfg.pairs, self.d
         eps = self.rng.standard_normal((self.BLOCK, p, d))
-        self.sq = (_sum(eps * eps, 2) / d - 1.0).tolist()
+        self.sq = _sqnorm(eps).tolist()  # |eps_i|^2 per round and pair
         eps *= self.span
         self.pert = np.concatenate((eps, -eps), axis=1)
         self.bi = 0
@@ -113,9 +115,10 @@ class AntitheticES(BoxOptimizer):
         self.mu += np.array([(a - b) * f for a, b in zip(wp, wm)]) @ self.pert[k, :p]
         clip_(self.mu, self.lo, self.hi)
         # log-sigma step on Python floats.
+        d = self.d
         g = 0.0
-        for a, b, q in zip(wp, wm, self.sq[k]):
-            g += (a + b) * q
+        for a, b, e2 in zip(wp, wm, self.sq[k]):
+            g += (a + b) * (e2 / d - 1.0)
         sigma = self.sigma * math.exp(cfg.lr_sigma * g / p)
         self.sigma = min(max(sigma, cfg.sigma_min), cfg.sigma_max)
         if self.detector is not None and self.detector.update(0.5 * (ys[order[p - 1]] + ys[order[p]])):  # median
