@@ -148,10 +148,14 @@ class PairedBlockTest:
         r1 = 0.0
         if n >= 4 and var > 0:
             r1 = sum((d[i] - md) * (d[i + 1] - md) for i in range(n - 1)) / ((n - 1) * var)
-        r = min(max(r1, 0.0), 0.9)           # only ever widen the interval
+        # Widen by the lag-1 autocorrelation from 8 blocks on (from fewer it is mostly noise, as
+        # in `feasibility`), through the standard error only: the t quantile keeps n - 1 degrees
+        # of freedom. Taking n_eff - 1 as well made a trending difference (a drifting target,
+        # r ~0.8) undecidable however large the effect (t quantile ~127 at df 1).
+        r = min(max(r1, 0.0), 0.9) if n >= 8 else 0.0   # only ever widen the interval
         n_eff = n * (1.0 - r) / (1.0 + r)
         se = math.sqrt(var / n_eff)
-        tc = self._t(1.0 - alpha_look, max(n_eff - 1.0, 1.0))
+        tc = self._t(1.0 - alpha_look, n - 1.0)
         mean_rel = md / scale
         se_rel = se / scale
         lcb, ucb = mean_rel - tc * se_rel, mean_rel + tc * se_rel
