@@ -83,8 +83,10 @@ class AntitheticES(BoxOptimizer):
         p, d = self.cfg.pairs, self.d
         eps = self.rng.standard_normal((self.BLOCK, p, d))
         self.sq = _sqnorm(eps).tolist()  # |eps_i|^2 per round and pair
-        eps *= self.span
-        self.pert = np.concatenate((eps, -eps), axis=1)
+        pert = np.empty((self.BLOCK, 2 * p, d))  # filled by ufunc outputs: no concatenate() dispatch
+        top = np.multiply(eps, self.span, out=pert[:, :p])
+        np.negative(top, out=pert[:, p:])
+        self.pert = pert
         self.bi = 0
 
     def _ask_user(self) -> np.ndarray:
