@@ -71,3 +71,13 @@ def test_thompson_save_mid_block_continues_and_saves_identically():
         b.update(a1, float(r1.random() < 0.5))
         c.update(a2, float(r2.random() < 0.5))
     assert b.save() == c.save()
+
+
+def test_a_blob_of_another_format_version_is_refused():
+    import msgspec
+
+    blob = make_bandit("thompson", 3, seed=1).save()
+    doc = msgspec.msgpack.decode(blob)
+    doc["version"] = 1  # arm statistics as one (5, k) array, no Draws: not this layout
+    with pytest.raises(ValueError, match="blob version 1, this build reads 2"):
+        load(msgspec.msgpack.encode(doc))

@@ -2,7 +2,7 @@
 
 Everything here is pure: no clock reads (a clock is only ever *passed in*), no files, no global RNG.
 
-Save format (bytes, msgpack via msgspec): ``{"format": "arqond.tier2", "version": 1, "kind": <kind>,
+Save format (bytes, msgpack via msgspec): ``{"format": "arqond.tier2", "version": 2, "kind": <kind>,
 "class": <class name>, "state": <encoded attributes>}``. The state is the object's whole attribute dict,
 encoded exactly (numpy arrays as raw bytes, the PCG64 bit-generator state with its 128-bit integers), so a
 loaded object continues byte-identically: same asks, same selections, same next save().
@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 FORMAT = "arqond.tier2"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: arm statistics as float lists, Draws blocks, optimizer state in user units
 
 
 class Reason(str, enum.Enum):
