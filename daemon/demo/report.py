@@ -73,7 +73,9 @@ def _fig_objective(kind: str, an: dict, series: dict, path: Path) -> None:
 
 def _fig_knobs(kind: str, raw: dict, path: Path) -> None:
     a = raw["arqond"]
-    names = [k["name"] for k in (a["polls"][-1]["knobs"] if a["polls"] and a["polls"][-1].get("knobs") else [])]
+    # the last poll that saw the segment (a poll racing the daemon's shutdown may have none)
+    last = next((p["knobs"] for p in reversed(a["polls"]) if p.get("knobs")), [])
+    names = [k["name"] for k in last]
     if not names:
         return
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.4 * len(names) + 0.6), dpi=DPI, sharex=True)
