@@ -18,6 +18,7 @@ and re-attaches (new epoch); if the daemon stops, the lease lets the data plane 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -281,6 +282,10 @@ class Daemon:
                            config_generation=self.config_generation, history=history)
         self.driver = self._new_driver(self.g, seg.declaration)
         self._handle(now, self.ex.start(now))
+        # What exists now (modules, config, rebuilt state) lives as long as the attachment: out
+        # of the collector's reach, so a full collection never walks it inside a decision.
+        gc.collect()
+        gc.freeze()
         log.info("attached to /arqon.%s (pid %d, epoch %016x)", self.g.target, seg.creator_pid, seg.epoch)
         return True
 

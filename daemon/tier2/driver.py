@@ -115,6 +115,12 @@ class TuningDriver:
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.bandits: dict[tuple, object] = {}
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
+        # Warm the first-call paths now, at attach, not inside the first decision: the first
+        # optimizer imports numpy.random (~25 ms). The throwaway changes no state.
+        if self.names:
+            self._start_epoch([float(decl.knobs[decl.knob_index(n)].initial) for n in self.names])
+            self.opt.ask()
+            self.opt = None
 
     # ---- helpers ------------------------------------------------------------------------
 
