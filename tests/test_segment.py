@@ -367,6 +367,11 @@ def test_poll_summary_summarises_every_record_of_the_generation_without_handing_
     with Plane("produce", unique_name(), "2", str(n), "--lossless") as p, Segment.attach(p.name) as seg:
         seg.acquire_writer()
         seg.publish(checked_snapshot(1), time.monotonic_ns() + 10**9)
+        # the producer's 5000 records take well under a millisecond: wait until the data plane's
+        # tick has applied generation 1 and seen the lease, or every record may go to slot 0
+        end = time.monotonic() + 5
+        while seg.plane_state().ack_generation < 1 and time.monotonic() < end:
+            select.select([], [], [], 0.0005)
         p.send("go\n")
         per_slot = np.zeros(spec.MAX_SLOTS, dtype=np.int64)
         count = np.zeros(4)
