@@ -227,3 +227,19 @@ def test_with_a_clock_a_short_burst_is_not_a_regime_change():
         d.pending = None
         d.next_proposal(base, "", {"load": 1000.0}, t)
     assert d.regime != r0
+
+
+def test_observe_runs_the_persistence_clock_while_tier1_is_busy_or_cooling_down():
+    from daemon.tier2.driver import CONTEXT_PERSIST_S
+    d = driver()
+    base = {"a": 0.8, "b": 0.1, "n": 2.0}
+    t, dt = 1, 10_000_000
+    p = d.next_proposal(base, "", {"load": 100.0}, t)
+    assert p.kind == "probe"
+    d.on_experiment_end()                               # e.g. a rollback: Tier 1 cools down, no proposals
+    n = int(CONTEXT_PERSIST_S * 1e9 / dt) + 2
+    for _ in range(n):                                  # the load steps while nobody asks for a proposal
+        t += dt
+        assert not d.observe({"load": 1000.0}, base, "", t)   # nothing pending: nothing to cancel
+    p = d.next_proposal(base, "", {"load": 1000.0}, t + dt)
+    assert p.source == "context" and p.arms[0].preset == "busy"   # at once: the regime already persisted

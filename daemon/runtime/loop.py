@@ -406,12 +406,13 @@ class Daemon:
         for s in slots:
             self.last_stats[s.slot] = s
         drv = self.driver
-        if drv is not None and ex.exp is not None and drv.pending is not None and self.g.tuning.context \
-                and ex.exp.p.proposal_id == drv.pending.proposal_id:
-            # the conditions moved to another regime: Tier 2 withdraws what it measured for the old
+        if drv is not None and self.g.tuning.context:
+            # Tier 2 follows the conditions every cycle; when they moved to another regime it
+            # withdraws the experiment it made for the old ones
             st0 = ex.state
             bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
-            if drv.wants_cancel(self._context(), dict(zip(self.knob_names, st0.baseline)), bv, now):
+            if drv.observe(self._context(), dict(zip(self.knob_names, st0.baseline)), bv, now) \
+                    and ex.exp is not None and drv.pending is not None and ex.exp.p.proposal_id == drv.pending.proposal_id:
                 self._handle(now, ex.command(now, Command("cancel", "tier2", f"conditions changed (regime {list(drv.regime)})")))
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
         if ex.exp is None and self.driver is not None:

@@ -109,6 +109,8 @@ class TuningDriver:
         self.regime_next: Optional[tuple] = None
         self.regime_seen = 0
         self.regime_since = 0              # now_ns when the candidate regime was first seen
+        self.obs_ns = 0                    # now_ns of the last observe() (next_proposal skips a repeat)
+        self.pending_regime: Optional[tuple] = None   # the regime a pending proposal was made in
         self.regime_acted = False          # the regime's entry rollout was proposed already
         self.regime_tries = 0              # entry rollouts refused so far in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
@@ -181,7 +183,7 @@ class TuningDriver:
             for v in [v for v, r in self.blocked.items() if r <= self.round]:
                 del self.blocked[v]
         base = self._baseline_vec(baseline)
-        if self.ctx_fields and context:
+        if self.ctx_fields and context and not (now_ns and now_ns == self.obs_ns):
             self._observe(context, baseline, baseline_variant, now_ns)
         if self.regime_wait > 0:
             self.regime_wait -= 1
@@ -236,16 +238,23 @@ class TuningDriver:
 
     # ---- conditions -----------------------------------------------------------------------
 
+    def observe(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str,
+                now_ns: int = 0) -> bool:
+        """Called by the runtime every cycle (whatever Tier 1 is doing, cooldowns included, so a
+        regime's persistence time runs from the change itself). Returns True when one of this
+        driver's experiments, measured for conditions that are gone, should be cancelled so the
+        new regime's rollout can go first. A regime rollout is never cancelled."""
+        if not self.ctx_fields or not context:
+            return False
+        self._observe(context, baseline, variant, now_ns)
+        self.obs_ns = now_ns
+        p = self.pending
+        return p is not None and p.source != "context" and self.regime != self.pending_regime
+
     def wants_cancel(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str,
                      now_ns: int = 0) -> bool:
-        """Called every cycle while one of this driver's experiments runs: True when the
-        conditions have moved to another regime, so the experiment (measured for the old ones)
-        should stop and the new regime's rollout go first. A regime rollout is never cancelled."""
-        if not self.ctx_fields or not context or self.pending is None or self.pending.source == "context":
-            return False
-        r = self.regime
-        self._observe(context, baseline, variant, now_ns)
-        return self.regime != r
+        """`observe` for callers that only ask while an experiment runs."""
+        return self.observe(context, baseline, variant, now_ns)
 
     def _position(self, context: dict[str, float]) -> Optional[list[float]]:
         """Each context field in regime-band units (log2 / CONTEXT_BAND); None if one is missing."""
@@ -346,7 +355,7 @@ class TuningDriver:
         return np.asarray(self.opt.recommend(), dtype=float)
 
     def _set_pending(self, p: Proposal, kind: str) -> Proposal:
-        self.pending, self.pending_kind = p, kind
+        self.pending, self.pending_kind, self.pending_regime = p, kind, self.regime
         return p
 
     # ---- feedback -----------------------------------------------------------------------
