@@ -291,6 +291,7 @@ def phase_decision(plane: Plane, tmp: Path, seconds: float, cpu_window_s: float)
                                "decision_proposals": st.get("proposals", {}),
                                "decision_rollbacks": st.get("rollbacks", {})}
         for stage, key in (("t2_decision", "t2_decision_us"), ("t1_apply", "t1_apply_us"),
+                           ("t2_decision_cpu", "t2_decision_cpu_us"), ("t1_apply_cpu", "t1_apply_cpu_us"),
                            ("t1_propose", "t1_propose_us"), ("t1_bookkeeping", "t1_bookkeeping_us"),
                            ("summarize", "summarize_us"),
                            ("t1_step", "t1_step_us")):

@@ -126,7 +126,9 @@ class Daemon:
         # promotion) is in shared memory.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
                                                 "t1_apply": [], "t1_propose": [], "t1_bookkeeping": [],
-                                                "publish": []}
+                                                "publish": [], "t2_decision_cpu": [], "t1_apply_cpu": []}
+        # *_cpu: the same spans in this thread's CPU time (time.thread_time): without the time the
+        # co-located data plane held the core, with cold caches and GC (which wall time also has)
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
         self._ns = self._periods_ns(self.g)
@@ -429,16 +431,20 @@ class Daemon:
                 st0 = ex.state
                 baseline = dict(zip(self.knob_names, st0.baseline))
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
+                c2 = time.thread_time()
                 t2 = time.perf_counter()
                 p = self.driver.next_proposal(baseline, bv, self._context(), now)
                 t3 = time.perf_counter()
+                c3 = time.thread_time()
                 if p is not None:
                     tm["t2_decision"].append(t3 - t2)
+                    tm["t2_decision_cpu"].append(c3 - c2)
                     v = self._submit(now, p, record=False)
                     try:
                         self.driver.on_verdict(v)
                         t4 = time.perf_counter()
                         tm["t1_apply"].append(t4 - t3)
+                        tm["t1_apply_cpu"].append(time.thread_time() - c3)
                     finally:   # the verdict is applied: its events are recorded whatever happens
                         self._record(now, v.events)
                     tm["t1_bookkeeping"].append(time.perf_counter() - t4)
