@@ -168,7 +168,9 @@ def test_unguarded_learns_feasibility_and_restarts_its_bandit_on_a_new_load_regi
     tuner._observe_context({**ok, "load": fs(3300.0)})       # same band: kept
     assert tuner.bandit is first
     tuner._observe_context({**ok, "load": fs(16000.0)})      # high load: explores afresh
-    assert tuner.bandit is not first and tuner.regime != (None,)
+    r = tuner.regimes.regime
+    assert tuner.bandit is not first and r is not None and tuner.trace[-1] == {
+        "t_ns": tuner.applied_ns, "event": "regime", "regime": list(r)}
 
 
 # ---- integration: a short universe run ------------------------------------------------------

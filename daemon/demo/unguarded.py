@@ -34,7 +34,7 @@ from daemon.runtime.summarize import summarize
 from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, load_guardrails, resolve_knob
 from daemon.tier2 import make_bandit, make_optimizer
 from daemon.tier2.core import NoChange
-from daemon.tier2.driver import CONTEXT_BAND
+from daemon.tier2.regimes import Regimes
 from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
 
 NS = 1_000_000_000
@@ -103,7 +103,8 @@ class UnguardedTuner:
         self.arm_variant: list[int] = []
         self.trace: list[dict] = []      # one entry per finished evaluation
         self.opt = None
-        self.regime: Optional[tuple] = None      # conditions band (see _observe_context)
+        # Tier 2's regimes; one observation here is a whole evaluation window, so it counts at once
+        self.regimes = Regimes(tuple(g.tuning.context), persist=1, persist_s=0.0)
         self.variant_ids = [list(decl.variants).index(v) for v in self.variants]
         self.rounds = 0
         self.explore_now = True                  # a tournament first, and after every regime change
@@ -120,25 +121,18 @@ class UnguardedTuner:
         self.queue, self.told, self.arm_variant = [], [], []
 
     def _observe_context(self, fields: dict) -> None:
-        """The guarded driver's regimes (tuning.context fields in log2 bands, kept while within
-        3/4 of a band of the regime's centre): entering a new one restarts the variant bandit,
-        as Tier 2 does inside arqond, so both arms explore again when the conditions change."""
-        u = []
-        for f in self.g.tuning.context:
-            fs = fields.get(f)
-            if fs is None or not fs.mean > 0 or not math.isfinite(fs.mean):
-                return
-            u.append(math.log2(fs.mean) / CONTEXT_BAND)
-        r = self.regime
-        if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
+        """Tier 2's regimes (`daemon.tier2.regimes`): entering a new one restarts the variant
+        bandit, as Tier 2 does inside arqond, so both arms explore again when the conditions change."""
+        first = self.regimes.regime is None
+        if self.regimes.update({f: fs.mean for f, fs in fields.items() if fs.count}) != "entered":
             return
-        self.regime = tuple(math.floor(x) for x in u)
-        if r is not None and self.bandit is not None:
+        reg = self.regimes.regime
+        if not first and self.bandit is not None:
             self.bandit = make_bandit(self.g.tuning.bandit, len(self.variants),
-                                      seed=self.seed * 7919 + (zlib.crc32(repr(self.regime).encode()) & 0xFFFF),
+                                      seed=self.seed * 7919 + (zlib.crc32(repr(reg).encode()) & 0xFFFF),
                                       discount=0.95)
         self.explore_now = True
-        self.trace.append({"t_ns": self.applied_ns, "event": "regime", "regime": list(self.regime)})
+        self.trace.append({"t_ns": self.applied_ns, "event": "regime", "regime": list(reg)})
 
     # ---- snapshots -----------------------------------------------------------------------
 

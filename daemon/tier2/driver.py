@@ -41,6 +41,7 @@ from shm_layout.spec import MAX_SLOTS
 
 from . import make_bandit, make_optimizer
 from .core import NoChange
+from .regimes import CONTEXT_BAND, CONTEXT_PERSIST, CONTEXT_PERSIST_S, Regimes  # noqa: F401 (re-exported)
 
 
 GREEDY_SE = 2.0      # a probe arm must beat the baseline by this many standard errors...
@@ -50,9 +51,6 @@ MAX_REJECTS = 3      # consecutive rejected probes (quarantine, rate) before a f
 BACKOFF_CALLS = 5    # after a refusal, stay quiet for this many calls (cycles): no refusal storms
 BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many probe rounds
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
-CONTEXT_BAND = 0.5   # regime width per context field, log2 units (a factor of ~1.41)
-CONTEXT_PERSIST = 3  # consecutive calls in a new regime before the driver acts on it...
-CONTEXT_PERSIST_S = 0.25   # ...and this long (seconds), when the caller passes now_ns
 REGIME_RETRY_CALLS = 50   # a regime rollout Tier 1 refused (quarantine, dead band, cooldown) is retried after
 REGIME_ATTEMPTS = 3       # this many calls, at most this many times per regime entry
 PRESET_SCALE = 0.25       # after a regime rollout, probe at this fraction of max_delta: refine, do not leap
@@ -105,10 +103,7 @@ class TuningDriver:
         self.ctx_fields = tuple(t.context)
         self.presets = [c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context
                         and (c.knobs or (c.variant is not None and c.variant in decl.variants))]
-        self.regime: Optional[tuple] = None
-        self.regime_next: Optional[tuple] = None
-        self.regime_seen = 0
-        self.regime_since = 0              # now_ns when the candidate regime was first seen
+        self.regimes = Regimes(self.ctx_fields)
         self.obs_ns = 0                    # now_ns of the last observe() (next_proposal skips a repeat)
         self.pending_regime: Optional[tuple] = None   # the regime a pending proposal was made in
         self.regime_acted = False          # the regime's entry rollout was proposed already
@@ -256,41 +251,25 @@ class TuningDriver:
         """`observe` for callers that only ask while an experiment runs."""
         return self.observe(context, baseline, variant, now_ns)
 
-    def _position(self, context: dict[str, float]) -> Optional[list[float]]:
-        """Each context field in regime-band units (log2 / CONTEXT_BAND); None if one is missing."""
-        out = []
-        for f in self.ctx_fields:
-            v = context.get(f)
-            if v is None or not v > 0 or not math.isfinite(v):
-                return None
-            out.append(math.log2(v) / CONTEXT_BAND)
-        return out
+    @property
+    def regime(self) -> Optional[tuple]:
+        return self.regimes.regime
 
     def _observe(self, context: dict[str, float], baseline: dict[str, float], variant: str, now_ns: int = 0) -> None:
-        u = self._position(context)
-        if u is None:
+        r = self.regimes.regime
+        what = self.regimes.update(context, now_ns)
+        if what in ("unknown", "pending"):
             return
         cur = (tuple(baseline[n] for n in self.names), variant)
-        r = self.regime
-        # hysteresis: stay while every field is within 3/4 of a band of the regime's centre
-        if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
-            self.regime_next, self.regime_seen = None, 0
+        if what == "stay":
             if cur != self.regime_base:
                 self.memory[r] = cur     # a promotion happened in this regime: remember it
             return
-        new = tuple(math.floor(x) for x in u)
-        if new != self.regime_next:
-            self.regime_next, self.regime_seen, self.regime_since = new, 0, now_ns
-        self.regime_seen += 1
-        if r is not None and (self.regime_seen < CONTEXT_PERSIST
-                              or (now_ns and now_ns - self.regime_since < CONTEXT_PERSIST_S * 1e9)):
-            return
-        self.regime, self.regime_next, self.regime_seen = new, None, 0
         self.regime_acted, self.regime_base = False, cur
         self.regime_tries, self.regime_wait = 0, 0
         # the variants' relative rewards describe the old conditions: a fresh bandit (a local
         # restart), seeded from the regime so the run stays deterministic
-        self.bandit = self._new_bandit(self.cfg.seed * 7919 + (zlib.crc32(repr(new).encode()) & 0xFFFF))
+        self.bandit = self._new_bandit(self.cfg.seed * 7919 + (zlib.crc32(repr(self.regime).encode()) & 0xFFFF))
         self.blocked = {}
 
     def _regime_arm(self, baseline: dict[str, float], variant: str, context: dict[str, float]):
@@ -305,7 +284,7 @@ class TuningDriver:
             if not arm.knobs and arm.variant is None:
                 return None, ""
             return arm, "what was promoted last time in these conditions"
-        u = self._position(context)
+        u = self.regimes.position(context)
         if not self.presets or u is None:
             return None, ""
         best, best_d = None, math.inf

@@ -1,0 +1,55 @@
+"""Conditions -> regimes: the one definition Tier 2 and the demo's unguarded arm share.
+
+Each `tuning.context` field (a telemetry mean such as the offered load) is placed on a log2 scale
+in bands of CONTEXT_BAND; a regime is the tuple of band indices. Hysteresis: the current regime is
+kept while every field stays within 3/4 of a band of its centre. A new regime must persist for
+CONTEXT_PERSIST observations and, when the caller passes a clock, for CONTEXT_PERSIST_S (a load
+burst is not new conditions). Pure: the caller passes the observations and the time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+CONTEXT_BAND = 0.5        # regime width per context field, log2 units (a factor of ~1.41)
+CONTEXT_PERSIST = 3       # consecutive observations in a new regime before it counts...
+CONTEXT_PERSIST_S = 0.25  # ...and this long (seconds), when the caller passes now_ns
+
+
+class Regimes:
+    def __init__(self, fields: tuple[str, ...], persist: int = CONTEXT_PERSIST, persist_s: float = CONTEXT_PERSIST_S):
+        self.fields = tuple(fields)
+        self.persist, self.persist_ns = persist, persist_s * 1e9
+        self.regime: Optional[tuple] = None
+        self.next: Optional[tuple] = None    # a candidate regime and how long it has persisted
+        self.seen = 0
+        self.since = 0
+
+    def position(self, context: dict[str, float]) -> Optional[list[float]]:
+        """Each field in band units (log2 / CONTEXT_BAND); None if one is missing or not > 0."""
+        out = []
+        for f in self.fields:
+            v = context.get(f)
+            if v is None or not v > 0 or not math.isfinite(v):
+                return None
+            out.append(math.log2(v) / CONTEXT_BAND)
+        return out
+
+    def update(self, context: dict[str, float], now_ns: int = 0) -> str:
+        """"unknown" (a field missing), "stay", "pending" (outside, not yet persisted) or
+        "entered" (the regime changed, the first one included)."""
+        u = self.position(context)
+        if u is None:
+            return "unknown"
+        r = self.regime
+        if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
+            self.next, self.seen = None, 0
+            return "stay"
+        new = tuple(math.floor(x) for x in u)
+        if new != self.next:
+            self.next, self.seen, self.since = new, 0, now_ns
+        self.seen += 1
+        if r is not None and (self.seen < self.persist or (now_ns and now_ns - self.since < self.persist_ns)):
+            return "pending"
+        self.regime, self.next, self.seen = new, None, 0
+        return "entered"
