@@ -180,7 +180,9 @@ def test_serve_overload_breaches_for_fp32_not_for_early_exit():
     ph = hot["phases"][0]
     assert ph["name"] == "high" and ph["conditions"]["load"] >= 1
     f = ph["baseline"]["fields"]
-    assert f["latency_s"]["p99"] > hot["sla_p99_s"] and f["error"]["mean"] > 0.05
+    # at 1.0x its measured capacity fp32's queue grows: the p99 SLA or the error SLO (deadline
+    # misses, 1 %) breaks; which one first depends on how far the capacity measurement was off
+    assert f["latency_s"]["p99"] > hot["sla_p99_s"] or f["error"]["mean"] > 0.01
     assert not serve_objective(ph)[0]
     cheap = run("early_exit_1")["phases"][0]["baseline"]["fields"]
     assert cheap["latency_s"]["p50"] < f["latency_s"]["p50"] / 10
