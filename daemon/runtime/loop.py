@@ -192,7 +192,7 @@ class Daemon:
     _REASONS = (("slo:", "slo_breach"), ("catalog:", "slo_breach"), ("judge:", "judge_abort"),
                 ("deadline", "deadline"), ("lease", "lease_lost"), ("ack", "ack_timeout"),
                 ("kill_switch", "kill"), ("rollback", "rollback"), ("snapback", "snapback"),
-                ("config_reload", "config_reload"), ("regressions", "regressions_limit"))
+                ("config_reload", "config_reload"), ("regressions", "regressions_limit"), ("cancel", "cancel"))
 
     _COUNTED = frozenset(("ValidationVerdict", "Rollback", "SafeModeEntered"))
 

@@ -38,7 +38,9 @@ PROPOSAL_OUTCOMES: tuple[str, ...] = (
 ROLLBACK_REASONS: tuple[str, ...] = (
     "slo_breach", "judge_abort", "regressions_limit", "deadline", "lease_lost", "ack_timeout",
     "rollback",       # operator command
-    "snapback", "config_reload", "kill", "other",
+    "snapback", "config_reload", "kill",
+    "cancel",         # Tier 2 withdrew its experiment: the conditions it was made for changed
+    "other",
 )
 # Experiment lifecycle events counted by the metrics.
 EXPERIMENT_EVENTS: tuple[str, ...] = ("started", "promoted", "rolled_back")
