@@ -195,7 +195,8 @@ def fire(r: Rig, state: State, trigger: str) -> None:
         r.base_breach = True                         # the load turns: now the baseline breaches
         r.until(S.BAKING)
     elif trigger == "accept_relief":
-        r.keep(r.x.reload(r.t, G("  relief: true\n"), 2))
+        if state is S.IDLE:
+            r.keep(r.x.reload(r.t, G("  relief: true\n"), 2))
         r.base_breach = True                         # the baseline itself breaches p99 <= 4000
         for _ in range(5):                           # idle cycles: a full slot-0 SLO window
             r.step()
@@ -236,7 +237,18 @@ SETUP = {  # states that need more than `reach` to make a trigger possible
     (S.CANARY, "last_step_passed"): lambda r: r.until(S.CANARY) or _to_last_step(r),
     (S.FROZEN, "thaw_to_safe_mode"): lambda r: r.cmd("enter_safe_mode", "while frozen"),
     (S.CANARY, "relief"): lambda r: _preset_canary(r),
+    (S.COOLDOWN, "accept_relief"): lambda r: _relief_cooldown(r),
 }
+
+
+def _relief_cooldown(r: Rig):
+    """A fresh executor with rollout.relief, cooling down after an operator rollback."""
+    r.x = Executor(G("  relief: true\n"), DECL, run_id="test-relief-cd")
+    r.keep(r.x.start(r.t))
+    assert r.propose("rollout", Arm({"b": 0.6})).accepted
+    r.step()
+    r.cmd("rollback")
+    r.step()
 
 
 def _preset_canary(r: Rig):

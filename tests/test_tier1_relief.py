@@ -102,3 +102,39 @@ def test_a_catalog_limit_compares_with_the_baselines_margin_on_the_same_constrai
     checks = [e for e in r.of(ev.SloCheck) if e.slo == "catalog:v-fast:max_p99"]
     assert checks and all(c.outcome == "toward_feasibility" and c.baseline_margin < c.margin < 0 for c in checks)
     assert not any(rb.rule.startswith("slo:") for rb in r.of(ev.Rollback))
+
+
+def test_the_cooldown_holds_everything_but_a_relief_preset():
+    from daemon.tier1.executor import Executor
+    from tests.test_tier1_executor import DECL
+    for breach in (False, True):
+        r = Rig(G("  relief: true\n"))
+        r.base_breach = breach
+        assert r.propose("rollout", Arm({"b": 0.6})).accepted
+        r.step()
+        r.cmd("rollback")
+        for _ in range(5):
+            r.step()
+        assert r.x.mstate is S.COOLDOWN
+        v = r.propose("rollout", Arm({"b": 0.4}))              # a plain rollout: held
+        assert not v.accepted and v.rule == "cooldown"
+        v = r.propose("rollout", PRESET)
+        if breach:
+            assert v.accepted and r.x.mstate is S.BAKING
+            assert r.of(ev.Transition)[-1].trigger == "accept_relief"
+        else:
+            assert not v.accepted and v.rule == "cooldown"    # a healthy baseline: no relief
+
+
+def test_relief_is_not_held_by_a_cooldown_a_probe_arm_started():
+    # a probe arm's breach starts the cooldown while the probe's other arms run on: Tier 1 is then
+    # idle with the cooldown still running, and a relief preset must not wait for it either
+    r = Rig(G("  relief: true\n"))
+    r.base_breach = True
+    for _ in range(5):
+        r.step()
+    r.x.state.cooldown_until_ns = r.t + 10**9
+    assert r.x.mstate is S.IDLE
+    assert not r.propose("rollout", Arm({"b": 0.4})).accepted
+    v = r.propose("rollout", PRESET)
+    assert v.accepted and r.x.mstate is S.BAKING

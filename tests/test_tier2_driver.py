@@ -243,3 +243,19 @@ def test_observe_runs_the_persistence_clock_while_tier1_is_busy_or_cooling_down(
         assert not d.observe({"load": 1000.0}, base, "", t)   # nothing pending: nothing to cancel
     p = d.next_proposal(base, "", {"load": 1000.0}, t + dt)
     assert p.source == "context" and p.arms[0].preset == "busy"   # at once: the regime already persisted
+
+
+def test_regime_only_proposes_nothing_but_an_approved_preset():
+    d = driver()
+    base = {"a": 0.2, "b": 0.2, "n": 4.0}
+    assert d.regime_due() is False                       # no regime seen yet
+    d.observe({"load": 110.0}, base, "", 1)
+    assert d.regime_due()
+    p = d.next_proposal(base, "", {"load": 110.0}, 2, regime_only=True)
+    assert p.arms[0].preset == "quiet" and not d.regime_due()
+    # a baseline already at the preset: no regime rollout, and regime_only asks for nothing else
+    d = driver()
+    at = {"a": 0.8, "b": 0.1, "n": 2.0}
+    d.observe({"load": 110.0}, at, "", 1)
+    assert d.next_proposal(at, "", {"load": 110.0}, 2, regime_only=True) is None
+    assert d.next_proposal(at, "", {"load": 110.0}, 3).kind == "probe"

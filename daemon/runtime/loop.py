@@ -421,8 +421,10 @@ class Daemon:
             self.driver.on_experiment_end()
         if time.monotonic_ns() - now > period_ns:
             self.overruns += 1
-        elif ex.mstate is State.IDLE:
-            if self.operator_queue:
+        elif ex.mstate is State.IDLE or (ex.mstate is State.COOLDOWN and drv is not None and drv.regime_due()
+                                         and ex.relief_ready(now)):
+            relief_only = ex.mstate is State.COOLDOWN   # only the regime's preset, which relief may start now
+            if self.operator_queue and not relief_only:
                 p, fut = self.operator_queue.pop(0)
                 v = self._submit(now, p)
                 if not fut.done():
@@ -433,7 +435,7 @@ class Daemon:
                 bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
                 c2 = time.thread_time()
                 t2 = time.perf_counter()
-                p = self.driver.next_proposal(baseline, bv, self._context(), now)
+                p = self.driver.next_proposal(baseline, bv, self._context(), now, regime_only=relief_only)
                 t3 = time.perf_counter()
                 c3 = time.thread_time()
                 if p is not None:

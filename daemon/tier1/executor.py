@@ -690,11 +690,14 @@ class Executor:
                           f"safe mode is active ({st.safe_mode_reason}); reset_safe_mode or wait for its exit condition")
         if self._pid_was_present:
             raise _Reject("duplicate_proposal_id", p.proposal_id, None, "proposal ids must be unique within a run")
-        if self.mstate is S.COOLDOWN or st.cooldown_until_ns > now:
+        # relief is not an experiment restarting after a failure: the cooldown does not hold it
+        relief = self.mstate in (S.IDLE, S.COOLDOWN) and self.exp is None and self.relief_ready(now) \
+            and p.kind == "rollout" and len(p.arms) == 1 and p.arms[0].preset is not None
+        if (self.mstate is S.COOLDOWN or st.cooldown_until_ns > now) and not relief:
             left = max(0, st.cooldown_until_ns - now) / NS
             raise _Reject("cooldown", round(left, 6), r.cooldown_after_rollback_s,
                           f"cooling down after a rollback: {left:.3f} s left of {r.cooldown_after_rollback_s} s")
-        if self.mstate is not S.IDLE:
+        if self.mstate is not S.IDLE and not relief:
             active = self.exp.p.proposal_id if self.exp else self.mstate.value
             raise _Reject("one_experiment_per_scope", active, 1,
                           f"an experiment is already active in target {g.target!r} ({active}, state {self.mstate.value})")
@@ -1058,6 +1061,11 @@ class Executor:
                 scale = abs(c.limit) if c.limit != 0 else 1.0
                 margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
                 self._base_breach[c.name] = (now, margin, 0.0) if margin < 0 else None
+
+    def relief_ready(self, now_ns: int) -> bool:
+        """rollout.relief is on and the baseline breached an enforcing SLO within the last second:
+        an approved preset may start now, even during a cooldown (see `propose`)."""
+        return self.g.rollout.relief and self._baseline_breach(now_ns) is not None
 
     def _baseline_breach(self, now: int):
         """(slo, relative margin, 0.0) of an enforcing SLO the baseline breached in a window that

@@ -47,6 +47,7 @@ _T: dict[tuple[State, str], State] = {
     (S.IDLE, "accept_rollout"): S.CANARY,
     (S.IDLE, "accept_switchback"): S.SWITCHBACK,
     (S.IDLE, "accept_relief"): S.BAKING,     # rollout.relief: the baseline breaches, an approved preset goes to 100%
+    (S.COOLDOWN, "accept_relief"): S.BAKING, # ... even while cooling down after a rollback
     (S.PROBING, "probe_done"): S.IDLE,
     (S.SHADOW, "shadow_passed"): S.CANARY,
     (S.CANARY, "step_passed"): S.CANARY,

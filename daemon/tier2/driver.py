@@ -168,8 +168,14 @@ class TuningDriver:
 
     # ---- decisions ----------------------------------------------------------------------
 
+    def regime_due(self) -> bool:
+        """A regime's entry rollout is still to be proposed (the runtime may then ask with
+        regime_only=True while Tier 1 cools down: relief does not wait for the cooldown)."""
+        return self.pending is None and self.regime is not None and not self.regime_acted
+
     def next_proposal(self, baseline: dict[str, float], baseline_variant: str,
-                      context: Optional[dict[str, float]] = None, now_ns: int = 0) -> Optional[Proposal]:
+                      context: Optional[dict[str, float]] = None, now_ns: int = 0,
+                      regime_only: bool = False) -> Optional[Proposal]:
         """The next thing to try, or None (something is pending or tuning is off). `context`:
         the current means of the `tuning.context` fields on slot 0 (missing: conditions unknown)."""
         if not self.cfg.enabled or self.pending is not None:
@@ -188,14 +194,18 @@ class TuningDriver:
             self.quiet -= 1
             return None
         if self.regime is not None and not self.regime_acted:
-            self.regime_acted = True
             arm, why = self._regime_arm(baseline, baseline_variant, context or {})
+            if regime_only and (arm is None or arm.preset is None):
+                return None      # only an approved preset may start during a cooldown: wait for idle
+            self.regime_acted = True
             if arm is not None:
                 self.epoch += 1
                 self.opt = None
                 return self._set_pending(Proposal(self._new_id("regime"), "rollout", (arm,), source="context",
                                                   seed=self.cfg.seed, note=f"regime {list(self.regime)}: {why}"),
                                          "rollout")
+        if regime_only:
+            return None
         if self.opt is None:
             self._start_epoch(base)
         if self.winner is not None:
