@@ -32,6 +32,19 @@ int64_t arqd_drain(void *base, uint64_t rings_off, uint64_t stride, unsigned rin
     return arq_ring_drain(arq_ring(base, rings_off, stride, ring), cap, rec_words, out, max);
 }
 
+/* After draining: stamp the daemon heartbeat, renew the lease, read the plane's state (ack
+ * generation, lease state, lapses, plane heartbeat, segment state) into state[0..4]. */
+static void arqd_renew_and_read(void *base, arq_shm_control *ctl, uint64_t now_ns, uint64_t lease_deadline_ns,
+                                uint64_t *state) {
+    ARQ_STORE_REL(&ctl->daemon_heartbeat_ns, now_ns);
+    ARQ_STORE_REL(&ctl->lease_deadline_ns, lease_deadline_ns);
+    state[0] = ARQ_LOAD_ACQ(&ctl->ack_generation);
+    state[1] = ARQ_LOAD_ACQ(&ctl->lease_state);
+    state[2] = ARQ_LOAD_ACQ(&ctl->lease_lapses);
+    state[3] = ARQ_LOAD_ACQ(&ctl->plane_heartbeat_ns);
+    state[4] = ARQ_LOAD_ACQ(&arq_hdr(base)->state);
+}
+
 void arqd_poll(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings, uint32_t cap,
                uint32_t rec_words, uint64_t *out, uint64_t max_per_ring, int64_t *counts,
                uint64_t now_ns, uint64_t lease_deadline_ns, uint64_t *state) {
@@ -41,13 +54,7 @@ void arqd_poll(void *base, uint64_t rings_off, uint64_t stride, unsigned n_rings
         counts[r] = arq_ring_drain(ring, cap, rec_words, out + (uint64_t)r * cap * rec_words, max_per_ring);
         ARQ_STORE_REL(&ring->consumer_heartbeat_ns, now_ns);
     }
-    ARQ_STORE_REL(&ctl->daemon_heartbeat_ns, now_ns);
-    ARQ_STORE_REL(&ctl->lease_deadline_ns, lease_deadline_ns);
-    state[0] = ARQ_LOAD_ACQ(&ctl->ack_generation);
-    state[1] = ARQ_LOAD_ACQ(&ctl->lease_state);
-    state[2] = ARQ_LOAD_ACQ(&ctl->lease_lapses);
-    state[3] = ARQ_LOAD_ACQ(&ctl->plane_heartbeat_ns);
-    state[4] = ARQ_LOAD_ACQ(&arq_hdr(base)->state);
+    arqd_renew_and_read(base, ctl, now_ns, lease_deadline_ns, state);
 }
 
 /* ---- telemetry summaries ------------------------------------------------------------- */
@@ -231,13 +238,7 @@ int64_t arqd_poll_summarize(void *base, uint64_t rings_off, uint64_t stride, uns
         else total += (uint64_t)counts[r];
         ARQ_STORE_REL(&ring->consumer_heartbeat_ns, now_ns);
     }
-    ARQ_STORE_REL(&ctl->daemon_heartbeat_ns, now_ns);
-    ARQ_STORE_REL(&ctl->lease_deadline_ns, lease_deadline_ns);
-    state[0] = ARQ_LOAD_ACQ(&ctl->ack_generation);
-    state[1] = ARQ_LOAD_ACQ(&ctl->lease_state);
-    state[2] = ARQ_LOAD_ACQ(&ctl->lease_lapses);
-    state[3] = ARQ_LOAD_ACQ(&ctl->plane_heartbeat_ns);
-    state[4] = ARQ_LOAD_ACQ(&arq_hdr(base)->state);
+    arqd_renew_and_read(base, ctl, now_ns, lease_deadline_ns, state);
     *used = arqd_summarize(out, corrupt ? 0 : total, rec_words, n_fields, generation, since_ns, quantile_mask,
                            n_slots, scratch, slot_records, stats);
     return corrupt ? corrupt : (int64_t)total;
