@@ -173,20 +173,22 @@ def test_serve_variants_trade_quality_for_latency():
 
 def test_serve_overload_breaches_for_fp32_not_for_early_exit():
     def run(variant):
+        # the high phase at 1.5x: at the demo's 1.0x fp32 is at the edge of its measured capacity
+        # and a 1.5 s run may or may not breach (p99 19.4 ms seen); 1.5x overloads it for sure
         with start_app("serve", unique_name("s"), "short", 8, fixed={"variant": variant},
-                       extra=("--phase", "1", "--duration", "1.5")) as app:
+                       extra=("--phase", "1", "--duration", "1.5", "--rate-scale", "1.5")) as app:
             return app.result(timeout=30)
     hot = run("fp32")
     ph = hot["phases"][0]
     assert ph["name"] == "high" and ph["conditions"]["load"] >= 1
     f = ph["baseline"]["fields"]
-    # at 1.0x its measured capacity fp32's queue grows: the p99 SLA or the error SLO (deadline
-    # misses, 1 %) breaks; which one first depends on how far the capacity measurement was off
+    # fp32's queue grows: the p99 SLA or the error SLO (deadline misses, 1 %) breaks
     assert f["latency_s"]["p99"] > hot["sla_p99_s"] or f["error"]["mean"] > 0.01
     assert not serve_objective(ph)[0]
     cheap = run("early_exit_1")["phases"][0]["baseline"]["fields"]
     assert cheap["latency_s"]["p50"] < f["latency_s"]["p50"] / 10
-    assert cheap["error"]["mean"] < f["error"]["mean"] / 2
+    # the same load keeps both SLOs on the cheap variant
+    assert cheap["latency_s"]["p99"] <= hot["sla_p99_s"] and cheap["error"]["mean"] <= 0.01
     assert 0.4 < cheap["quality"]["mean"] < 0.9      # its own accuracy vs fp32; drops count as 0 for fp32
 
 
