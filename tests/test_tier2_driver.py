@@ -11,7 +11,8 @@ import numpy as np
 from daemon.tier1.config import load_guardrails
 from daemon.tier1.executor import Executor
 from daemon.tier1.model import Evaluation
-from daemon.tier2.driver import CONTEXT_PERSIST, TuningDriver
+from daemon.tier2.driver import TuningDriver
+from daemon.tier2.regimes import CONTEXT_PERSIST, CONTEXT_PERSIST_S
 from shm_layout.decl import Declaration, FieldDecl, KnobDecl
 
 DECL = Declaration(
@@ -172,18 +173,18 @@ def test_returning_to_a_regime_proposes_what_was_promoted_there():
         assert abs(v - learned[k]) < abs(before[k] - learned[k])
 
 
-def test_wants_cancel_after_a_persisting_regime_change_but_never_for_a_regime_rollout():
+def test_observe_asks_to_cancel_after_a_persisting_regime_change_but_never_for_a_regime_rollout():
     d = driver()
     base = {"a": 0.8, "b": 0.1, "n": 2.0}            # the quiet preset already: probes follow
     p = d.next_proposal(base, "", {"load": 100.0})
     assert p.kind == "probe" and d.pending is p
-    assert not d.wants_cancel({"load": 100.0}, base, "")
-    got = [d.wants_cancel({"load": 1000.0}, base, "") for _ in range(CONTEXT_PERSIST)]
+    assert not d.observe({"load": 100.0}, base, "")
+    got = [d.observe({"load": 1000.0}, base, "") for _ in range(CONTEXT_PERSIST)]
     assert got == [False] * (CONTEXT_PERSIST - 1) + [True]
     d.on_experiment_end()
     p = d.next_proposal(base, "", {"load": 1000.0})
     assert p.source == "context" and p.arms[0].preset == "busy"
-    assert not any(d.wants_cancel({"load": 100.0}, base, "") for _ in range(2 * CONTEXT_PERSIST))
+    assert not any(d.observe({"load": 100.0}, base, "") for _ in range(2 * CONTEXT_PERSIST))
 
 
 def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():
@@ -205,7 +206,6 @@ def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():
 
 
 def test_with_a_clock_a_short_burst_is_not_a_regime_change():
-    from daemon.tier2.driver import CONTEXT_PERSIST_S
     d = driver()
     base = {"a": 0.8, "b": 0.1, "n": 2.0}
     t, dt = 0, 10_000_000                              # 10 ms calls
@@ -230,7 +230,6 @@ def test_with_a_clock_a_short_burst_is_not_a_regime_change():
 
 
 def test_observe_runs_the_persistence_clock_while_tier1_is_busy_or_cooling_down():
-    from daemon.tier2.driver import CONTEXT_PERSIST_S
     d = driver()
     base = {"a": 0.8, "b": 0.1, "n": 2.0}
     t, dt = 1, 10_000_000

@@ -19,12 +19,13 @@ reward and SLA feasibility; a new leader is rolled out.
 
 Conditions (`tuning.context`: telemetry fields such as the offered load, as slot-0 means passed
 in by the runtime) split the world into *regimes*: per field, a band of width CONTEXT_BAND in
-log2 units. A regime change must persist for CONTEXT_PERSIST calls and, when the runtime passes
-`now_ns`, for CONTEXT_PERSIST_S (a load burst is not new conditions). Entering a regime, the driver
-proposes (once) what it knows is good there: the configuration it last promoted in that regime,
-else the approved catalog preset whose `context` point is nearest (log distance). Tier 1 canaries
-and judges that rollout like any other. The variant bandit is kept per regime, so what was learned
-at high load is not overwritten at low load.
+log2 units, with hysteresis and persistence (`regimes.py`). Entering a regime, the driver proposes
+(once, retried a bounded number of times if refused) what it knows is good there: the
+configuration it last promoted in that regime, else the approved catalog preset whose `context`
+point is nearest (log distance). Tier 1 canaries and judges that rollout like any other (or, with
+`rollout.relief`, bakes it at once while the baseline breaches an SLO). The variant bandit
+restarts on entering a regime: its rewards, relative to the old baseline under the old
+conditions, say nothing about the new ones; what was learned is kept as the regime's memory.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from shm_layout.spec import MAX_SLOTS
 
 from . import make_bandit, make_optimizer
 from .core import NoChange
-from .regimes import CONTEXT_BAND, CONTEXT_PERSIST, CONTEXT_PERSIST_S, Regimes  # noqa: F401 (re-exported)
+from .regimes import CONTEXT_BAND, Regimes
 
 
 GREEDY_SE = 2.0      # a probe arm must beat the baseline by this many standard errors...
@@ -98,8 +99,8 @@ class TuningDriver:
         self.hi = self.bounds[:, 1].tolist()
         self.md = self.max_delta.tolist()
         self.int_list = self.integer.tolist()
-        # Conditions: the regime now, a candidate regime and how many calls it has persisted,
-        # per-regime bandits and the configuration last promoted in each regime.
+        # Conditions: the regimes tracker, the entry rollout's bookkeeping and, per regime, the
+        # configuration last promoted there.
         self.ctx_fields = tuple(t.context)
         self.presets = [c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context
                         and (c.knobs or (c.variant is not None and c.variant in decl.variants))]
@@ -110,7 +111,6 @@ class TuningDriver:
         self.regime_tries = 0              # entry rollouts refused so far in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
-        self.bandits: dict[tuple, object] = {}
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
         # Warm the first-call paths now, at attach, not inside the first decision: the first
         # optimizer imports numpy.random (~25 ms). The throwaway changes no state.
@@ -255,11 +255,6 @@ class TuningDriver:
         self.obs_ns = now_ns
         p = self.pending
         return p is not None and p.source != "context" and self.regime != self.pending_regime
-
-    def wants_cancel(self, context: Optional[dict[str, float]], baseline: dict[str, float], variant: str,
-                     now_ns: int = 0) -> bool:
-        """`observe` for callers that only ask while an experiment runs."""
-        return self.observe(context, baseline, variant, now_ns)
 
     @property
     def regime(self) -> Optional[tuple]:
