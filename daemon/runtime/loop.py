@@ -340,12 +340,16 @@ class Daemon:
             names.add(g.catalog.fields.latency)
         return frozenset(names)
 
-    def _context(self) -> Optional[dict[str, float]]:
-        """Conditions for Tier 2: the latest slot-0 means of the `tuning.context` fields."""
+    def _tier2_inputs(self) -> tuple[dict[str, float], str, Optional[dict[str, float]]]:
+        """What Tier 2 reads: the baseline knobs by name, the baseline variant's name, and the
+        conditions (the latest slot-0 means of the `tuning.context` fields; None if unknown)."""
+        st, d = self.ex.state, self.seg.declaration
+        bv = d.variants[st.baseline_variant] if d.variants else ""
         s0 = self.last_stats.get(0)
-        if s0 is None or not self.g.tuning.context:
-            return None
-        return {f: s0.fields[f].mean for f in self.g.tuning.context if f in s0.fields and s0.fields[f].count}
+        ctx = None
+        if s0 is not None and self.g.tuning.context:
+            ctx = {f: s0.fields[f].mean for f in self.g.tuning.context if f in s0.fields and s0.fields[f].count}
+        return dict(zip(self.knob_names, st.baseline)), bv, ctx
 
     def _time(self, key: str, seconds: float) -> None:
         self.timings[key].append(seconds)       # trimmed a few times a second (_fold_timings)
@@ -408,12 +412,12 @@ class Daemon:
         for s in slots:
             self.last_stats[s.slot] = s
         drv = self.driver
+        t2_in = None     # (baseline, baseline variant, context): built once a cycle, when Tier 2 needs it
         if drv is not None and self.g.tuning.context:
             # Tier 2 follows the conditions every cycle; when they moved to another regime it
-            # withdraws the experiment it made for the old ones
-            st0 = ex.state
-            bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
-            if drv.observe(self._context(), dict(zip(self.knob_names, st0.baseline)), bv, now) \
+            # withdraws the experiment it made for the old ones (a cancel leaves the baseline as is)
+            t2_in = self._tier2_inputs()
+            if drv.observe(t2_in[2], t2_in[0], t2_in[1], now) \
                     and ex.exp is not None and drv.pending is not None and ex.exp.p.proposal_id == drv.pending.proposal_id:
                 self._handle(now, ex.command(now, Command("cancel", "tier2", f"conditions changed (regime {list(drv.regime)})")))
         # Proposals only when Tier 1 is idle (operator first, then Tier 2), never after an overrun.
@@ -430,12 +434,10 @@ class Daemon:
                 if not fut.done():
                     fut.set_result(v)
             elif self.driver is not None:
-                st0 = ex.state
-                baseline = dict(zip(self.knob_names, st0.baseline))
-                bv = seg.declaration.variants[st0.baseline_variant] if seg.declaration.variants else ""
+                baseline, bv, ctx = t2_in or self._tier2_inputs()
                 c2 = time.thread_time()
                 t2 = time.perf_counter()
-                p = self.driver.next_proposal(baseline, bv, self._context(), now, regime_only=relief_only)
+                p = self.driver.next_proposal(baseline, bv, ctx, now, regime_only=relief_only)
                 t3 = time.perf_counter()
                 c3 = time.thread_time()
                 if p is not None:
