@@ -463,8 +463,8 @@ class Executor:
         self.test = PairedBlockTest(effect_margin=r.effect_margin, abort_margin=r.abort_margin, min_blocks=r.min_blocks)
         self.judged_steps = max(1, sum(1 for w in r.canary_steps if w < 1.0))
         self._checks_by_var: dict[int, tuple[_Check, ...]] = {}   # SLOs + the variant's catalog constraints
-        # rollout.relief: slot-0 SLO windows while idle, and the last verdict per enforcing SLO
-        # as (t_ns, relative margin, 0.0) -- negative margin = the baseline breaches
+        # rollout.relief: slot-0 SLO windows while idle, and the last breach per enforcing SLO
+        # as (t_ns, relative margin < 0), None once a window met it
         self._base_wins: dict[str, _Win] = {}
         self._base_breach: dict[str, Optional[tuple]] = {}
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
@@ -938,7 +938,7 @@ class Executor:
             return
         breach = self._baseline_breach(now) if r.relief and e.p.arms[0].preset is not None and not e.is_global else None
         if breach is not None:
-            self._fire(now, "accept_relief", measured=breach[1], threshold=breach[2],
+            self._fire(now, "accept_relief", measured=breach[1], threshold=0.0,
                        condition=f"relief: the baseline breaches SLO {breach[0]}; approved preset {e.p.arms[0].preset} "
                                  "bakes at 100% with SLO guardrails")
         elif e.is_global:
@@ -1035,14 +1035,24 @@ class Executor:
             self._watch_baseline(now, inp)
         return StepOutput(*self._out())
 
+    def _checks_for(self, var: int) -> tuple[_Check, ...]:
+        """The SLOs plus variant `var`'s catalog constraints, built once per variant."""
+        checks = self._checks_by_var.get(var)
+        if checks is None:
+            checks = self._checks_by_var[var] = tuple(self.checks + self._catalog_checks(var))
+        return checks
+
+    @staticmethod
+    def _margin(c: _Check, value: float) -> float:
+        """Distance to the limit as a ratio of |limit| (absolute when the limit is 0); < 0 breaches."""
+        scale = abs(c.limit) if c.limit != 0 else 1.0
+        return ((c.limit - value) if c.upper else (value - c.limit)) / scale
+
     def _watch_baseline(self, now: int, inp: CycleInput) -> None:
         """With rollout.relief on and no experiment: the baseline's enforcing SLO windows over
         slot 0, so a relief rollout knows whether the baseline breaches right now."""
         gen = self.state.generation
-        checks = self._checks_by_var.get(self.state.baseline_variant)
-        if checks is None:
-            checks = self._checks_by_var[self.state.baseline_variant] = tuple(
-                self.checks + self._catalog_checks(self.state.baseline_variant))
+        checks = self._checks_for(self.state.baseline_variant)
         for s in inp.slots:
             if s.slot != 0 or s.generation != gen:
                 continue
@@ -1056,11 +1066,9 @@ class Executor:
                 w.add(fs, s.window_ns, _stat(fs, c.stat, s.window_ns))
                 if w.n < c.min_samples:
                     continue
-                value = w.value(c.stat)
+                margin = self._margin(c, w.value(c.stat))
                 del self._base_wins[c.name]
-                scale = abs(c.limit) if c.limit != 0 else 1.0
-                margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
-                self._base_breach[c.name] = (now, margin, 0.0) if margin < 0 else None
+                self._base_breach[c.name] = (now, margin) if margin < 0 else None
 
     def relief_ready(self, now_ns: int) -> bool:
         """rollout.relief is on and the baseline breached an enforcing SLO within the last second:
@@ -1068,11 +1076,11 @@ class Executor:
         return self.g.rollout.relief and self._baseline_breach(now_ns) is not None
 
     def _baseline_breach(self, now: int):
-        """(slo, relative margin, 0.0) of an enforcing SLO the baseline breached in a window that
+        """(slo, relative margin) of an enforcing SLO the baseline breached in a window that
         closed within the last second (while idle, or beside the experiment that just stopped)."""
         for name, b in self._base_breach.items():
             if b is not None and now - b[0] <= NS:
-                return name, b[1], b[2]
+                return name, b[1]
         return None
 
     def _since_publish(self, now: int) -> int:
@@ -1125,9 +1133,7 @@ class Executor:
                 continue
             kind, arm = role
             var = e.variants[arm] if kind == "cand" else self.state.baseline_variant
-            checks = self._checks_by_var.get(var)
-            if checks is None:
-                checks = self._checks_by_var[var] = tuple(self.checks + self._catalog_checks(var))
+            checks = self._checks_for(var)
             fields, window_ns, who = s.fields, s.window_ns, f"{kind}{arm}"
             for c in checks:
                 fs = fields.get(c.field)
@@ -1143,8 +1149,7 @@ class Executor:
                     continue
                 value = w.value(c.stat)
                 del wins[key]
-                scale = abs(c.limit) if c.limit != 0 else 1.0
-                margin = ((c.limit - value) if c.upper else (value - c.limit)) / scale
+                margin = self._margin(c, value)
                 if kind == "base":
                     e.base_margin[c.name] = margin
                     # the same constraint under another name (a variant's catalog max_p99 and
@@ -1239,7 +1244,7 @@ class Executor:
             enforcing = {c.name for c in self.checks if c.enforce}
             for name, m in e.base_margin.items():
                 if name in enforcing:
-                    self._base_breach[name] = (now, m, 0.0) if m < 0 else None
+                    self._base_breach[name] = (now, m) if m < 0 else None
         self.exp = None
         self._publish_baseline(now, f"rollback: {trigger}")
         if trig == "regressions_limit":
