@@ -80,6 +80,27 @@ def _telemetry(now: int, gen: int, n_slots: int, better: bool = False) -> tuple[
                                                       "q": _fs(0.9, 40)}) for s in range(n_slots))
 
 
+def _steps_to_idle(x: Executor, now: int, gen: int, timer: "_Timer", limit: int, *, n_slots: int = 0,
+                   better: bool = False) -> tuple[int, int]:
+    """Step `x` every 10 ms until Tier 1 is idle (at most `limit` steps), timing each step into
+    `timer`; the first step carries no telemetry (the ack), later ones `n_slots` slots (0: as many
+    as the live snapshot has). Returns (now, steps)."""
+    pc, tc = time.perf_counter_ns, time.thread_time_ns
+    k = 0
+    while x.mstate is not State.IDLE and k < limit:
+        now += 10 * MS
+        slots = _telemetry(now, gen, n_slots or len(x.snapshot.slots), better=better) if k else ()
+        inp = CycleInput(now, gen, slots, ack_generation=gen)
+        w0, c0 = pc(), tc()
+        x.step(now, inp)
+        c1, w1 = tc(), pc()
+        timer.wall.append(w1 - w0)
+        timer.cpu.append(c1 - c0)
+        gen = x.state.generation
+        k += 1
+    return now, k
+
+
 class _Timer:
     __slots__ = ("wall", "cpu")
 
@@ -176,17 +197,7 @@ def run(quick: bool = False) -> dict:
             x.command(now, Command("rollback", "bench"))
             gen = x.state.generation
             now += 50 * MS   # the knobs' min_interval_s before the next probe
-        k = 0
-        while x.mstate is not State.IDLE and k < 500:
-            now += 10 * MS
-            inp = CycleInput(now, gen, _telemetry(now, gen, n_slots) if k else (), ack_generation=gen)
-            w0, c0 = pc(), tc()
-            x.step(now, inp)
-            c1, w1 = tc(), pc()
-            stp.wall.append(w1 - w0)
-            stp.cpu.append(c1 - c0)
-            gen = x.state.generation
-            k += 1
+        now, k = _steps_to_idle(x, now, gen, stp, 500, n_slots=n_slots)
         steps_per_round = max(steps_per_round, k)
     # Rollouts run to promotion (timed per step): the canary's block and judge work.
     canary = _Timer()
@@ -198,19 +209,7 @@ def run(quick: bool = False) -> dict:
         if not v.accepted:
             outcomes["unexpected"].append(f"canary {i}: {v.rule} {v.message}")
             continue
-        gen, k = v.snapshot.generation, 0
-        while x.mstate is not State.IDLE and k < 10_000:
-            now += 10 * MS
-            snap = x.snapshot
-            inp = CycleInput(now, gen, _telemetry(now, gen, len(snap.slots), better=True) if k else (),
-                             ack_generation=gen)
-            w0, c0 = pc(), tc()
-            x.step(now, inp)
-            c1, w1 = tc(), pc()
-            canary.wall.append(w1 - w0)
-            canary.cpu.append(c1 - c0)
-            gen = x.state.generation
-            k += 1
+        now, _ = _steps_to_idle(x, now, v.snapshot.generation, canary, 10_000, better=True)
     promotions = x.state.baseline != DECL.initial_values()
     gc.collect()
     out = {
