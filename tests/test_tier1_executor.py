@@ -199,7 +199,7 @@ def fire(r: Rig, state: State, trigger: str) -> None:
             r.keep(r.x.reload(r.t, G("  relief: true\n"), 2))
         r.base_breach = True                         # the baseline itself breaches p99 <= 4000
         for _ in range(5):                           # idle cycles: a full slot-0 SLO window
-            r.step()
+            r.step(ack=state is not S.ABORTING)      # (aborting: before the data plane acks the abort)
         assert r.propose("rollout", Arm({"a": 0.9}, preset="far-a")).accepted
     elif trigger in ("reset_safe_mode", "rollback", "snapback", "thaw", "cancel"):
         r.cmd(trigger)
@@ -238,17 +238,19 @@ SETUP = {  # states that need more than `reach` to make a trigger possible
     (S.FROZEN, "thaw_to_safe_mode"): lambda r: r.cmd("enter_safe_mode", "while frozen"),
     (S.CANARY, "relief"): lambda r: _preset_canary(r),
     (S.COOLDOWN, "accept_relief"): lambda r: _relief_cooldown(r),
+    (S.ABORTING, "accept_relief"): lambda r: _relief_cooldown(r, ack=False),
 }
 
 
-def _relief_cooldown(r: Rig):
-    """A fresh executor with rollout.relief, cooling down after an operator rollback."""
+def _relief_cooldown(r: Rig, ack: bool = True):
+    """A fresh executor with rollout.relief, cooling down after an operator rollback (or, with
+    ack=False, still aborting: the data plane has not acked the rollback yet)."""
     r.x = Executor(G("  relief: true\n"), DECL, run_id="test-relief-cd")
     r.keep(r.x.start(r.t))
     assert r.propose("rollout", Arm({"b": 0.6})).accepted
     r.step()
     r.cmd("rollback")
-    r.step()
+    r.step(ack=ack)
 
 
 def _preset_canary(r: Rig):

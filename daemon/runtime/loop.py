@@ -425,9 +425,9 @@ class Daemon:
             self.driver.on_experiment_end()
         if time.monotonic_ns() - now > period_ns:
             self.overruns += 1
-        elif ex.mstate is State.IDLE or (ex.mstate is State.COOLDOWN and drv is not None and drv.regime_due()
-                                         and ex.relief_ready(now)):
-            relief_only = ex.mstate is State.COOLDOWN   # only the regime's preset, which relief may start now
+        elif ex.mstate is State.IDLE or (ex.mstate in (State.COOLDOWN, State.ABORTING) and drv is not None
+                                         and drv.regime_due() and ex.relief_ready(now)):
+            relief_only = ex.mstate is not State.IDLE   # only the regime's preset, which relief may start now
             if self.operator_queue and not relief_only:
                 p, fut = self.operator_queue.pop(0)
                 v = self._submit(now, p)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import msgspec
 import yaml
@@ -148,6 +148,31 @@ class CatalogEntry(msgspec.Struct, **_S):
     rollback_target: str = "baseline"
 
 
+def nearest_entry(entries: Sequence[CatalogEntry], fields: Sequence[str],
+                  context: dict[str, float]) -> tuple[Optional[CatalogEntry], float]:
+    """The entry whose `context` is nearest the measured `context` and that distance, Euclidean
+    over `fields` in log2 units (conditions such as load are compared by ratio). A field the entry
+    does not name counts 0. (None, inf) when `entries` is empty or a measured field is missing or
+    not > 0. Ties: the first entry. The one definition Tier 2 (which preset to propose) and Tier 1
+    (whether a preset is the one for the conditions it measures) share."""
+    u = []
+    for f in fields:
+        v = context.get(f)
+        if v is None or not v > 0 or not math.isfinite(v):
+            return None, math.inf
+        u.append(math.log2(v))
+    best, best_d = None, math.inf
+    for c in entries:
+        d = 0.0
+        for f, x in zip(fields, u):
+            cv = c.context.get(f)
+            if cv is not None and cv > 0:
+                d += (x - math.log2(cv)) ** 2
+        if d < best_d:
+            best, best_d = c, d
+    return best, math.sqrt(best_d)
+
+
 class Catalog(msgspec.Struct, **_S):
     """`p99_min_samples`: records a window needs before an entry's `max_p99` is checked. A
     p99 over n records is the maximum below n = 100; from 100 on it is an order statistic
@@ -211,6 +236,9 @@ class Tuning(msgspec.Struct, **_S):
     bandit: Literal["thompson", "gaussian_thompson", "ucb", "klucb", "lexicographic"] = "lexicographic"
     explore_every: int = 3               # variant probes: one per this many probe rounds
     context: tuple[str, ...] = ()        # telemetry fields (slot-0 means) that describe conditions
+    # context field -> factor (> 1): a rise by this factor over the current regime's centre is new
+    # conditions after 2 observations instead of 0.25 s (fast attack, slow release; see tier2/regimes.py)
+    context_fast_rise: dict[str, float] = {}
 
 
 class Guardrails(msgspec.Struct, **_S):
@@ -489,6 +517,11 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(("tuning", "rollout_every"), g.tuning.rollout_every, "a whole number >= 1")
     if g.tuning.explore_every < 1:
         e(("tuning", "explore_every"), g.tuning.explore_every, "a whole number >= 1")
+    for name, k in g.tuning.context_fast_rise.items():
+        if name not in g.tuning.context:
+            e(("tuning", "context_fast_rise", name), name, f"one of tuning.context ({', '.join(g.tuning.context) or 'empty'})")
+        elif not (k > 1.0 and math.isfinite(k)):
+            e(("tuning", "context_fast_rise", name), k, "a factor > 1 (2.0: the value doubled)")
     _positive(src, ("budget", "max_change"), g.budget.max_change)
     _positive(src, ("budget", "window_s"), g.budget.window_s)
     if not g.objective.terms:

@@ -31,7 +31,7 @@ from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
 from shm_layout.spec import MAX_SLOTS
 
 from . import events as ev
-from .config import ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, resolve_knob
+from .config import ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, nearest_entry, resolve_knob
 from .judge import BlockSeries, PairedBlockTest, sla_first, worst_of
 from .model import Arm, Command, CycleInput, Evaluation, FieldStats, Proposal, SlotTelemetry, StepOutput, Verdict
 from .rollout import EXPERIMENT, State, next_state
@@ -467,6 +467,12 @@ class Executor:
         # as (t_ns, relative margin < 0), None once a window met it
         self._base_wins: dict[str, _Win] = {}
         self._base_breach: dict[str, Optional[tuple]] = {}
+        # ... and on conditions: the approved presets that name a context, and the latest slot-0
+        # means of the tuning.context fields as (t_ns, {field: mean}), measured here, not taken
+        # from Tier 2's word
+        self._ctx_fields = tuple(g.tuning.context) if r.relief else ()
+        self._ctx_presets = tuple(c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context)
+        self._conditions: Optional[tuple[int, dict[str, float]]] = None
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
         self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
                                  for i, rk in enumerate(self.rk) if rk is not None)
@@ -691,8 +697,8 @@ class Executor:
         if self._pid_was_present:
             raise _Reject("duplicate_proposal_id", p.proposal_id, None, "proposal ids must be unique within a run")
         # relief is not an experiment restarting after a failure: the cooldown does not hold it
-        relief = self.mstate in (S.IDLE, S.COOLDOWN) and self.exp is None and self.relief_ready(now) \
-            and p.kind == "rollout" and len(p.arms) == 1 and p.arms[0].preset is not None
+        relief = self.mstate in (S.IDLE, S.COOLDOWN, S.ABORTING) and self.exp is None and p.kind == "rollout" \
+            and len(p.arms) == 1 and self._relief_cause(now, p.arms[0].preset) is not None
         if (self.mstate is S.COOLDOWN or st.cooldown_until_ns > now) and not relief:
             left = max(0, st.cooldown_until_ns - now) / NS
             raise _Reject("cooldown", round(left, 6), r.cooldown_after_rollback_s,
@@ -936,10 +942,10 @@ class Executor:
                 e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
             self._enter_phase(now)
             return
-        breach = self._baseline_breach(now) if r.relief and e.p.arms[0].preset is not None and not e.is_global else None
-        if breach is not None:
-            self._fire(now, "accept_relief", measured=breach[1], threshold=0.0,
-                       condition=f"relief: the baseline breaches SLO {breach[0]}; approved preset {e.p.arms[0].preset} "
+        cause = None if e.is_global else self._relief_cause(now, e.p.arms[0].preset)
+        if cause is not None:
+            self._fire(now, "accept_relief", measured=cause[0], threshold=cause[1],
+                       condition=f"relief: {cause[2]}; approved preset {e.p.arms[0].preset} "
                                  "bakes at 100% with SLO guardrails")
         elif e.is_global:
             self._fire(now, "accept_switchback", condition="rollout touches a global knob: switchback")
@@ -1029,11 +1035,25 @@ class Executor:
             self._emit(ev.SafeModeExited, now, duration_us=(now - st.safe_mode_since_ns) // 1000, exit_reason="timer")
             if self.mstate is S.SAFE_MODE:
                 self._fire(now, "safe_mode_timer", measured=now, condition="t >= safe mode exit", threshold=None)
+        if self._ctx_fields:
+            self._measure_conditions(now, inp)
         if self.exp is not None and self.mstate in EXPERIMENT:
             self._advance(now, inp)
         elif self.g.rollout.relief:
             self._watch_baseline(now, inp)
         return StepOutput(*self._out())
+
+    def _measure_conditions(self, now: int, inp: CycleInput) -> None:
+        for s in inp.slots:
+            if s.slot == 0:
+                cond = {}
+                for f in self._ctx_fields:
+                    fs = s.fields.get(f)
+                    if fs is None or fs.count <= 0:
+                        return
+                    cond[f] = fs.mean
+                self._conditions = (now, cond)
+                return
 
     def _checks_for(self, var: int) -> tuple[_Check, ...]:
         """The SLOs plus variant `var`'s catalog constraints, built once per variant."""
@@ -1071,9 +1091,39 @@ class Executor:
                 self._base_breach[c.name] = (now, margin) if margin < 0 else None
 
     def relief_ready(self, now_ns: int) -> bool:
-        """rollout.relief is on and the baseline breached an enforcing SLO within the last second:
+        """rollout.relief is on and either the baseline breached an enforcing SLO within the last
+        second or conditions were measured within it (some approved preset is the one for them):
         an approved preset may start now, even during a cooldown (see `propose`)."""
-        return self.g.rollout.relief and self._baseline_breach(now_ns) is not None
+        if not self.g.rollout.relief:
+            return False
+        if self._baseline_breach(now_ns) is not None:
+            return True
+        c = self._conditions
+        return c is not None and now_ns - c[0] <= NS and bool(self._ctx_presets)
+
+    def _relief_cause(self, now: int, preset: Optional[str]) -> Optional[tuple[float, Optional[float], str]]:
+        """Why approved preset `preset` may skip the canary now, as (measured, threshold, reason)
+        for the transition's record, or None.
+        Either the baseline breaches an enforcing SLO (a 10 % canary would leave 90 % of the
+        traffic breaching meanwhile), or Tier 1's own measurement of the conditions in the last
+        second puts `preset` nearest of the approved entries that name a context: the entry was
+        evaluated and approved for these conditions, and waiting out a canary ramp after a load
+        step is what breaks the SLA. Bounds, rates, budget, quarantine and the SLO checks of the
+        bake still apply; a breach during the bake rolls back at once."""
+        if preset is None or not self.g.rollout.relief:
+            return None
+        breach = self._baseline_breach(now)
+        if breach is not None:
+            return breach[1], 0.0, f"the baseline breaches SLO {breach[0]}"
+        c = self._conditions
+        if c is None or now - c[0] > NS:
+            return None
+        best, dist = nearest_entry(self._ctx_presets, self._ctx_fields, c[1])
+        if best is None or best.id != preset:
+            return None
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in c[1].items())
+        return dist, None, f"the conditions measured now ({shown}) are nearest its approved context " \
+                     f"({', '.join(f'{k}={v:.4g}' for k, v in best.context.items())}; {dist:.3g} log2 units)"
 
     def _baseline_breach(self, now: int):
         """(slo, relative margin) of an enforcing SLO the baseline breached in a window that

@@ -48,6 +48,8 @@ _T: dict[tuple[State, str], State] = {
     (S.IDLE, "accept_switchback"): S.SWITCHBACK,
     (S.IDLE, "accept_relief"): S.BAKING,     # rollout.relief: the baseline breaches, an approved preset goes to 100%
     (S.COOLDOWN, "accept_relief"): S.BAKING, # ... even while cooling down after a rollback
+    (S.ABORTING, "accept_relief"): S.BAKING, # ... or before the data plane acked the abort (e.g. Tier 2 cancelled
+                                             # a probe because conditions changed: the preset goes in that cycle)
     (S.PROBING, "probe_done"): S.IDLE,
     (S.SHADOW, "shadow_passed"): S.CANARY,
     (S.CANARY, "step_passed"): S.CANARY,

@@ -35,14 +35,14 @@ from typing import Optional
 
 import numpy as np
 
-from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, resolve_knob
+from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, nearest_entry, resolve_knob
 from daemon.tier1.model import Arm, Evaluation, Proposal, Verdict
 from shm_layout.decl import Declaration
 from shm_layout.spec import MAX_SLOTS
 
 from . import make_bandit, make_optimizer
 from .core import NoChange
-from .regimes import CONTEXT_BAND, Regimes
+from .regimes import Regimes
 
 
 GREEDY_SE = 2.0      # a probe arm must beat the baseline by this many standard errors...
@@ -104,7 +104,7 @@ class TuningDriver:
         self.ctx_fields = tuple(t.context)
         self.presets = [c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context
                         and (c.knobs or (c.variant is not None and c.variant in decl.variants))]
-        self.regimes = Regimes(self.ctx_fields)
+        self.regimes = Regimes(self.ctx_fields, fast_rise=dict(t.context_fast_rise))
         self.obs_ns = 0                    # now_ns of the last observe() (next_proposal skips a repeat)
         self.pending_regime: Optional[tuple] = None   # the regime a pending proposal was made in
         self.regime_acted = False          # the regime's entry rollout was proposed already
@@ -112,6 +112,7 @@ class TuningDriver:
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
+        self.hold_variants = False         # no variant exploration in this regime (entered by a fast-rise field rising)
         # Warm the first-call paths now, at attach, not inside the first decision: the first
         # optimizer imports numpy.random (~25 ms). The throwaway changes no state.
         if self.names:
@@ -272,6 +273,13 @@ class TuningDriver:
             return
         self.regime_acted, self.regime_base = False, cur
         self.regime_tries, self.regime_wait = 0, 0
+        # SLA first under rising load: entering by a rise in a `context_fast_rise` field (the
+        # operator's word that such a rise threatens the SLA) holds variant exploration for the
+        # regime's stay. The approved preset for these conditions goes first; a tournament of the
+        # other variants at 10 % each would run costlier ones where they cannot keep up, and
+        # their queues are the service's p99. Knob probes go on, narrow (PRESET_SCALE).
+        self.hold_variants = r is not None and any(
+            nb > ob for nb, ob, k in zip(self.regime, r, self.regimes.fast_rise) if k != math.inf)
         # the variants' relative rewards describe the old conditions: a fresh bandit (a local
         # restart), seeded from the regime so the run stays deterministic
         self.bandit = self._new_bandit(self.cfg.seed * 7919 + (zlib.crc32(repr(self.regime).encode()) & 0xFFFF))
@@ -289,24 +297,15 @@ class TuningDriver:
             if not arm.knobs and arm.variant is None:
                 return None, ""
             return arm, "what was promoted last time in these conditions"
-        u = self.regimes.position(context)
-        if not self.presets or u is None:
+        best, dist = nearest_entry(self.presets, self.ctx_fields, context)
+        if best is None:
             return None, ""
-        best, best_d = None, math.inf
-        for c in self.presets:
-            d = 0.0
-            for f, x in zip(self.ctx_fields, u):
-                cv = c.context.get(f)
-                if cv is not None and cv > 0:
-                    d += (x - math.log2(cv) / CONTEXT_BAND) ** 2
-            if d < best_d:
-                best, best_d = c, d
         knobs = {k: float(v) for k, v in best.knobs.items()}
         same_knobs = all(abs(baseline.get(k, math.nan) - v) <= 1e-12 for k, v in knobs.items())
         if same_knobs and (best.variant is None or best.variant == variant):
             return None, ""
         arm = Arm(knobs=knobs, variant=best.variant, preset=best.id)
-        return arm, f"nearest approved preset {best.id} (distance {math.sqrt(best_d) * CONTEXT_BAND:.3g} log2 units)"
+        return arm, f"nearest approved preset {best.id} (distance {dist:.3g} log2 units)"
 
     def _variant_step(self, baseline_variant: str) -> Optional[Proposal]:
         means = self.bandit.means()
@@ -322,7 +321,7 @@ class TuningDriver:
                     return Proposal(self._new_id("variant"), "rollout", (Arm(variant=self.variants[best]),),
                                     source=f"bandit:{self.cfg.bandit}", seed=self.cfg.seed,
                                     note=f"relative reward {means[best]:.4g}")
-        if self.round % self.cfg.explore_every != 0 or self.pending_kind == "variant_probe":
+        if self.round % self.cfg.explore_every != 0 or self.pending_kind == "variant_probe" or self.hold_variants:
             return None
         others = [v for v in self.variants if v != baseline_variant and v not in self.blocked][: MAX_SLOTS - 1]
         if not others:

@@ -4,7 +4,12 @@ Each `tuning.context` field (a telemetry mean such as the offered load) is place
 in bands of CONTEXT_BAND; a regime is the tuple of band indices. Hysteresis: the current regime is
 kept while every field stays within 3/4 of a band of its centre. A new regime must persist for
 CONTEXT_PERSIST observations and, when the caller passes a clock, for CONTEXT_PERSIST_S (a load
-burst is not new conditions). Pure: the caller passes the observations and the time.
+burst is not new conditions). Fast attack, slow release: a field named in `fast_rise` that rose by
+at least its factor over the current regime's centre (`tuning.context_fast_rise`, e.g. the offered
+load doubling) counts after FAST_PERSIST observations without the persistence time: a load step
+breaks the SLA within tens of milliseconds, so waiting a quarter second to be sure costs more than
+a switch back later; a fall still waits the full time. Pure: the caller passes the observations
+and the time.
 """
 from __future__ import annotations
 
@@ -14,12 +19,17 @@ from typing import Optional
 CONTEXT_BAND = 0.5        # regime width per context field, log2 units (a factor of ~1.41)
 CONTEXT_PERSIST = 3       # consecutive observations in a new regime before it counts...
 CONTEXT_PERSIST_S = 0.25  # ...and this long (seconds), when the caller passes now_ns
+FAST_PERSIST = 2          # a fast rise (see Regimes): observations only, no time; two, so one odd value is not enough
 
 
 class Regimes:
-    def __init__(self, fields: tuple[str, ...], persist: int = CONTEXT_PERSIST, persist_s: float = CONTEXT_PERSIST_S):
+    def __init__(self, fields: tuple[str, ...], persist: int = CONTEXT_PERSIST, persist_s: float = CONTEXT_PERSIST_S,
+                 fast_rise: Optional[dict[str, float]] = None):
         self.fields = tuple(fields)
         self.persist, self.persist_ns = persist, persist_s * 1e9
+        # per field: the rise over the regime's centre, in band units, that skips the persistence time
+        fr = fast_rise or {}
+        self.fast_rise = tuple(math.log2(fr[f]) / CONTEXT_BAND if f in fr else math.inf for f in self.fields)
         self.regime: Optional[tuple] = None
         self.next: Optional[tuple] = None    # a candidate regime and how long it has persisted
         self.seen = 0
@@ -49,7 +59,14 @@ class Regimes:
         if new != self.next:
             self.next, self.seen, self.since = new, 0, now_ns
         self.seen += 1
-        if r is not None and (self.seen < self.persist or (now_ns and now_ns - self.since < self.persist_ns)):
-            return "pending"
+        if r is not None:
+            fast = self._rose(u, r)
+            if self.seen < (min(self.persist, FAST_PERSIST) if fast else self.persist) \
+                    or (now_ns and now_ns - self.since < self.persist_ns and not fast):
+                return "pending"
         self.regime, self.next, self.seen = new, None, 0
         return "entered"
+
+    def _rose(self, u: list[float], r: tuple) -> bool:
+        """A fast-rise field is at least its factor above regime `r`'s centre."""
+        return any(x - (b + 0.5) >= k for x, b, k in zip(u, r, self.fast_rise))

@@ -17,8 +17,11 @@
  *   latency_s  scheduled arrival -> batch completion (includes queueing)
  *   error      1 if the deadline was missed or the request was dropped (queue full)
  *   quality    1 if the variant's argmax equals the fp32 reference on that input
- *   load       arrival rate measured by the generator over the last LOAD_WINDOW_S when the
- *              request arrived, requests/s (the bandit's context: observed, not the scenario's)
+ *   load       arrival rate measured by the generator over the last LOAD_WINDOW_S, requests/s
+ *              (the context of Tier 2's regimes and bandit: observed, not the scenario's). Sent
+ *              by the generator itself at most every LOAD_MARK_NS as a slot-0 record with only
+ *              `load` finite, not with each completed request: completions lag arrivals by the
+ *              queue, so under overload (when it matters) a per-request value arrives late.
  * A dropped request reports latency = the deadline (a failure at least as bad as a miss)
  * and quality 0.
  *
@@ -547,7 +550,8 @@ static double rate_at(double t, int *phase) {
 /* Arrival rate over the last LOAD_WINDOW_S, measured from the generator's own arrivals in
  * LOAD_BUCKETS buckets (generator thread only). Reported with every request as `load`. */
 #define LOAD_BUCKETS 10
-#define LOAD_WINDOW_S 0.1
+#define LOAD_WINDOW_S 0.025    /* a 5x step doubles it within 7 ms; >= 40 arrivals even at night's rate (sd 16%) */
+#define LOAD_MARK_NS 1000000   /* one load record per ms at most: ~10 per 10 ms cycle */
 static struct { uint64_t idx[LOAD_BUCKETS]; unsigned n[LOAD_BUCKETS]; } arr_rate;
 
 static double measured_rate(uint64_t now_ns) {
@@ -574,6 +578,7 @@ static void *generator_main(void *arg) {
     const unsigned ring = NW;
     static request stale[(ARQ_MAX_SLOTS - 1) * QCAP];   /* dropped leftovers, reported outside the lock */
     unsigned n_stale = 0;
+    uint64_t last_mark = 0;
     while (!stop_requested()) {
         int ph;
         double rate = rate_at(t, &ph);
@@ -581,10 +586,19 @@ static void *generator_main(void *arg) {
         if (t >= total) break;
         uint64_t due = T0 + (uint64_t)(t * 1e9);
         if (mono_ns() < due) sleep_until_ns(due);
+        uint64_t now_arr = mono_ns();
         request q = {.id = id, .t_arr_ns = due, .input = (int)(rng_u64(&r) % NPOOL), .phase = ph,
-                     .load = measured_rate(mono_ns())};
+                     .load = measured_rate(now_arr)};
         read_view(id, &q.view);
         id++;
+        if (now_arr - last_mark >= LOAD_MARK_NS) {   /* the load record (see the header) */
+            arq_view v0;
+            if (fixed_mode || arq_read_slot(P, 0, &v0) != 0) v0 = q.view;
+            v0.slot = 0;
+            double f[NF] = {NAN, NAN, NAN, q.load};
+            arq_emit(P, ring, &v0, f);
+            last_mark = now_arr;
+        }
         pthread_mutex_lock(&Q.mu);
         unsigned s = q.view.slot < ARQ_MAX_SLOTS ? q.view.slot : 0;
         if (q.view.generation != Q.gen) {
@@ -621,8 +635,9 @@ static void *generator_main(void *arg) {
         pthread_mutex_unlock(&Q.mu);
         __atomic_add_fetch(&phase_arrivals[ph], 1, __ATOMIC_RELAXED);
         for (unsigned i = 0; i < n_stale; i++) {
-            double f[NF] = {DEADLINE_S, 1.0, 0.0, stale[i].load};
+            double f[NF] = {DEADLINE_S, 1.0, 0.0, NAN};   /* load: the generator's own records */
             arq_emit(P, ring, &stale[i].view, f);
+            f[F_LOAD] = stale[i].load;
             record(stale[i].phase, &stale[i].view, f);
             __atomic_add_fetch(&phase_drops[stale[i].phase], 1, __ATOMIC_RELAXED);
         }
@@ -630,8 +645,9 @@ static void *generator_main(void *arg) {
         if (ok) {
             pthread_cond_signal(&Q.cv);
         } else {
-            double f[NF] = {DEADLINE_S, 1.0, 0.0, q.load};
+            double f[NF] = {DEADLINE_S, 1.0, 0.0, NAN};
             arq_emit(P, ring, &q.view, f);
+            f[F_LOAD] = q.load;
             record(ph, &q.view, f);
             __atomic_add_fetch(&phase_drops[ph], 1, __ATOMIC_RELAXED);
         }
@@ -721,9 +737,9 @@ static void *worker_main(void *arg) {
         uint64_t done = mono_ns();
         for (int i = 0; i < n; i++) {
             double lat = (double)(done - batch[i].t_arr_ns) * 1e-9;
-            double f[NF] = {lat, lat > DEADLINE_S ? 1.0 : 0.0, cls[i] == ref_class[batch[i].input] ? 1.0 : 0.0,
-                            batch[i].load};
+            double f[NF] = {lat, lat > DEADLINE_S ? 1.0 : 0.0, cls[i] == ref_class[batch[i].input] ? 1.0 : 0.0, NAN};
             arq_emit(P, (unsigned)self, &batch[i].view, f);
+            f[F_LOAD] = batch[i].load;
             record(batch[i].phase, &batch[i].view, f);
         }
         pthread_mutex_lock(&Q.mu);

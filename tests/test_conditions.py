@@ -1,0 +1,177 @@
+"""Acting on conditions fast and safely (the serve demo's load steps).
+
+Tier 2: a rise in a `tuning.context_fast_rise` field by its factor is a new regime after
+FAST_PERSIST observations, without the persistence time; a fall or a smaller rise still waits;
+entering by such a rise holds variant tournaments for the regime's stay.
+Tier 1 (rollout.relief): an approved preset whose context is the nearest to the conditions Tier 1
+itself measured on slot 0 in the last second bakes at 100% at once, also while the data plane has
+not acked the abort of a cancelled experiment; any other preset, stale or missing conditions, or
+relief off take the canary ramp."""
+from __future__ import annotations
+
+import pytest
+
+from daemon.tier1 import events as ev
+from daemon.tier1.config import ConfigError, load_guardrails, nearest_entry
+from daemon.tier1.executor import Executor
+from daemon.tier1.model import Arm, Command, CycleInput, FieldStats, Proposal, SlotTelemetry
+from daemon.tier1.rollout import State as S
+from daemon.tier2.driver import TuningDriver
+from daemon.tier2.regimes import CONTEXT_PERSIST_S, FAST_PERSIST, Regimes
+from shm_layout.decl import Declaration, FieldDecl, KnobDecl
+
+MS = 1_000_000
+DECL = Declaration(
+    knobs=(KnobDecl("a", 0.0, 1.0, 0.5), KnobDecl("b", 0.0, 1.0, 0.5)),
+    fields=(FieldDecl("lat", "us"), FieldDecl("load")), variants=("ref", "cheap"))
+
+CFG = """
+target: t
+limits: {max_delta: 0.1, rate_limit_hz: 10, min_interval_s: 0}
+knobs: {a: {}, b: {}}
+objective: {terms: [{field: lat, stat: mean}]}
+slos: [{name: p99, field: lat, stat: p99, max: 4000, min_samples: 20}]
+rollout: {shadow: "off", canary_steps: [0.1, 1.0], min_samples: 5, min_blocks: 3, block_s: 0.1, relief: %s}
+tuning: {context: [load], variants: true, context_fast_rise: {load: 2}}
+catalog:
+  fields: {latency: lat}
+  variants:
+    - {id: ref, variant: ref, state: Promoted}
+    - {id: quiet, state: Approved, knobs: {a: 0.8}, context: {load: 100}}
+    - {id: busy, state: Approved, knobs: {a: 0.1}, variant: cheap, context: {load: 1000}}
+"""
+
+
+def fs(v: float, n: int = 50) -> FieldStats:
+    return FieldStats(n, v, v, v, v, v, v)
+
+
+class Plane:
+    """An executor fed slot-0 telemetry with a chosen load; acks every generation it sees."""
+
+    def __init__(self, relief: bool = True):
+        self.x = Executor(load_guardrails(CFG % ("true" if relief else "false")), DECL, run_id="cond")
+        self.t = 0
+        self.x.start(self.t)
+
+    def step(self, load, ack: bool = True):
+        self.t += 10 * MS
+        gen = self.x.snapshot.generation
+        slots = tuple(SlotTelemetry(s.slot if hasattr(s, "slot") else i, gen, 50, 10 * MS,
+                                    {"lat": fs(1000.0), **({"load": fs(load)} if load is not None and i == 0 else {})})
+                      for i, s in enumerate(self.x.snapshot.slots))
+        return self.x.step(self.t, CycleInput(self.t, gen, slots, gen if ack else gen - 1, True))
+
+    def propose(self, *arms, pid: str = "p"):
+        return self.x.propose(self.t, Proposal(pid, "rollout", tuple(arms)))
+
+
+BUSY = Arm({"a": 0.1}, variant="cheap", preset="busy")
+QUIET = Arm({"a": 0.8}, preset="quiet")
+
+
+def test_nearest_entry_compares_conditions_by_ratio():
+    g = load_guardrails(CFG % "true")
+    entries = [c for c in g.catalog.variants if c.context]
+    assert nearest_entry(entries, ("load",), {"load": 900.0})[0].id == "busy"
+    assert nearest_entry(entries, ("load",), {"load": 250.0})[0].id == "quiet"   # 2.5x above 100, 4x below 1000
+    best, d = nearest_entry(entries, ("load",), {"load": 400.0})
+    assert best.id == "busy" and d == pytest.approx(1.3219, abs=1e-3)            # log2(1000/400)
+    assert nearest_entry(entries, ("load",), {"load": 0.0}) == (None, float("inf"))
+    assert nearest_entry(entries, ("load",), {}) == (None, float("inf"))
+
+
+def test_preset_for_the_measured_conditions_bakes_at_once():
+    p = Plane()
+    p.step(1100.0)
+    v = p.propose(BUSY)
+    assert v.accepted and p.x.mstate is S.BAKING
+    t = [e for e in v.events if isinstance(e, ev.Transition)][-1]
+    assert t.trigger == "accept_relief" and "conditions measured now (load=1100)" in t.condition
+    assert t.measured == pytest.approx(0.1375, abs=1e-3) and t.threshold is None
+    assert [s.weight for s in p.x.snapshot.slots] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("case", ["other_preset", "plain_arm", "stale", "unmeasured", "relief_off"])
+def test_anything_else_takes_the_canary_ramp(case):
+    p = Plane(relief=case != "relief_off")
+    p.step(None if case == "unmeasured" else 1100.0)
+    if case == "stale":
+        for _ in range(110):                       # 1.1 s without a load measurement
+            p.step(None)
+    arm = {"other_preset": QUIET, "plain_arm": Arm({"a": 0.45})}.get(case, BUSY)
+    v = p.propose(arm)
+    assert v.accepted and p.x.mstate is S.CANARY
+
+
+def test_relief_starts_before_the_abort_of_a_cancelled_probe_is_acked():
+    p = Plane()
+    p.step(100.0)
+    assert p.x.propose(p.t, Proposal("probe", "probe", (Arm({"b": 0.55}), Arm({"b": 0.45})))).accepted
+    p.step(100.0)
+    p.x.command(p.t, Command("cancel", "tier2", "conditions changed"))
+    assert p.x.mstate is S.ABORTING
+    p.step(1000.0, ack=False)                      # the load steps; the data plane has not acked yet
+    v = p.propose(BUSY, pid="regime")
+    assert v.accepted and p.x.mstate is S.BAKING
+    assert [e.trigger for e in v.events if isinstance(e, ev.Transition)] == ["accept_relief"]
+    assert v.snapshot.generation > p.x.snapshot.generation - 1 and p.x.snapshot.slots[-1].weight == 1.0
+
+
+def test_fast_rise_skips_the_persistence_time_but_a_fall_or_a_small_rise_waits():
+    r = Regimes(("load",), fast_rise={"load": 2.0})
+    t, dt = 1, 10 * MS
+    assert r.update({"load": 100.0}, t) == "entered"
+    r0 = r.regime
+    outs = []
+    for _ in range(FAST_PERSIST):                    # 5x: new conditions after FAST_PERSIST observations
+        t += dt
+        outs.append(r.update({"load": 500.0}, t))
+    assert outs[-1] == "entered" and "entered" not in outs[:-1] and r.regime != r0
+    r1 = r.regime
+    for _ in range(5):                               # back down: a fall waits the full persistence time
+        t += dt
+        assert r.update({"load": 100.0}, t) == "pending"
+    t += int(CONTEXT_PERSIST_S * 1e9)
+    assert r.update({"load": 100.0}, t) == "entered" and r.regime == r0
+    for _ in range(5):                               # 1.6x: a rise, but below the factor
+        t += dt
+        assert r.update({"load": 160.0}, t) == "pending"
+    assert r.regime == r0 != r1
+
+
+def test_a_fast_rise_factor_must_name_a_context_field_and_exceed_one():
+    bad = CFG.replace("context_fast_rise: {load: 2}", "context_fast_rise: {load: 0.5, lat: 2}") % "true"
+    with pytest.raises(ConfigError) as e:
+        load_guardrails(bad)
+    msg = str(e.value)
+    assert "tuning.context_fast_rise.load" in msg and "a factor > 1" in msg
+    assert "tuning.context_fast_rise.lat" in msg and "one of tuning.context (load)" in msg
+
+
+def test_entering_by_a_rise_holds_variant_tournaments_a_fall_does_not():
+    d = TuningDriver(load_guardrails(CFG.replace("variants: true", "variants: true, explore_every: 1") % "true"), DECL)
+    base = {"a": 0.5, "b": 0.5}
+    t = 1
+
+    def proposals(load, n):
+        nonlocal t
+        out = []
+        for _ in range(n):
+            t += 10 * MS
+            d.observe({"load": load}, base, "ref", t)
+            p = d.next_proposal(base, "ref", {"load": load}, t)
+            if p is not None:
+                out.append(p)
+                d.pending = None      # as if Tier 1 finished it without evaluations
+                d.round += 1          # a probe round went by
+        return out
+
+    low = proposals(100.0, 30)
+    assert any(p.proposal_id.endswith("tournament") for p in low)   # exploring at low load
+    high = proposals(1000.0, 40)
+    k = next(i for i, p in enumerate(high) if p.source == "context")
+    assert k < FAST_PERSIST and high[k].arms[0].preset == "busy"                 # entered within 2 calls
+    assert d.hold_variants and not any(p.proposal_id.endswith("tournament") for p in high[k:])
+    back = proposals(100.0, 60)                                      # the load falls: explore again
+    assert not d.hold_variants and any(p.proposal_id.endswith("tournament") for p in back)
