@@ -3,10 +3,11 @@
 Tier 2: a rise in a `tuning.context_fast_rise` field by its factor is a new regime after
 FAST_PERSIST observations, without the persistence time; a fall or a smaller rise still waits;
 entering by such a rise holds variant tournaments for the regime's stay.
-Tier 1 (rollout.relief): an approved preset whose context is the nearest to the conditions Tier 1
-itself measured on slot 0 in the last second bakes at 100% at once, also while the data plane has
-not acked the abort of a cancelled experiment; any other preset, stale or missing conditions, or
-relief off take the canary ramp."""
+Tier 1 (rollout.relief): when the conditions Tier 1 itself measured on slot 0 in the last second
+rose by the fast-rise factor beyond the context of the entry the baseline is, the approved preset
+nearest them bakes at 100% at once, also while the data plane has not acked the abort of a
+cancelled experiment; any other preset, a fall, a baseline no entry describes, stale or missing
+conditions, or relief off take the canary ramp."""
 from __future__ import annotations
 
 import pytest
@@ -36,9 +37,11 @@ tuning: {context: [load], variants: true, context_fast_rise: {load: 2}}
 catalog:
   fields: {latency: lat}
   variants:
-    - {id: ref, variant: ref, state: Promoted}
+    - {id: ref, variant: ref, state: Promoted, context: {load: 100}}
     - {id: quiet, state: Approved, knobs: {a: 0.8}, context: {load: 100}}
+    - {id: mid, state: Approved, knobs: {b: 0.45}, context: {load: 180}}
     - {id: busy, state: Approved, knobs: {a: 0.1}, variant: cheap, context: {load: 1000}}
+budget: {max_change: 5.0, window_s: 60}
 """
 
 
@@ -72,9 +75,9 @@ QUIET = Arm({"a": 0.8}, preset="quiet")
 
 def test_nearest_entry_compares_conditions_by_ratio():
     g = load_guardrails(CFG % "true")
-    entries = [c for c in g.catalog.variants if c.context]
+    entries = [c for c in g.catalog.variants if c.context and c.id != "mid"]
     assert nearest_entry(entries, ("load",), {"load": 900.0})[0].id == "busy"
-    assert nearest_entry(entries, ("load",), {"load": 250.0})[0].id == "quiet"   # 2.5x above 100, 4x below 1000
+    assert nearest_entry(entries, ("load",), {"load": 250.0})[0].id == "ref"     # 2.5x above 100, 4x below 1000; ties: first
     best, d = nearest_entry(entries, ("load",), {"load": 400.0})
     assert best.id == "busy" and d == pytest.approx(1.3219, abs=1e-3)            # log2(1000/400)
     assert nearest_entry(entries, ("load",), {"load": 0.0}) == (None, float("inf"))
@@ -87,21 +90,37 @@ def test_preset_for_the_measured_conditions_bakes_at_once():
     v = p.propose(BUSY)
     assert v.accepted and p.x.mstate is S.BAKING
     t = [e for e in v.events if isinstance(e, ev.Transition)][-1]
-    assert t.trigger == "accept_relief" and "conditions measured now (load=1100)" in t.condition
+    assert t.trigger == "accept_relief" and "load measured now (1100) is 11x the 100 the baseline (ref)" in t.condition
     assert t.measured == pytest.approx(0.1375, abs=1e-3) and t.threshold is None
     assert [s.weight for s in p.x.snapshot.slots] == [0.0, 1.0]
+    # promoted; the load falls back: the calmer conditions' (costlier) preset takes the canary
+    while p.x.mstate is not S.IDLE:
+        p.step(1100.0)
+    assert p.x.state.baseline[0] == 0.1 and DECL.variants[p.x.state.baseline_variant] == "cheap"
+    p.step(100.0)
+    assert p.propose(QUIET, pid="back").accepted and p.x.mstate is S.CANARY
 
 
-@pytest.mark.parametrize("case", ["other_preset", "plain_arm", "stale", "unmeasured", "relief_off"])
+@pytest.mark.parametrize("case", ["other_preset", "plain_arm", "stale", "unmeasured", "relief_off", "small_rise",
+                                  "unknown_baseline"])
 def test_anything_else_takes_the_canary_ramp(case):
     p = Plane(relief=case != "relief_off")
-    p.step(None if case == "unmeasured" else 1100.0)
+    if case == "unknown_baseline":   # a tuned baseline no catalog entry describes
+        p.x = Executor(load_guardrails((CFG % "true").replace(", context: {load: 100}}", "}", 1)), DECL, run_id="u")
+        p.x.start(p.t)
+    p.step({"unmeasured": None, "small_rise": 190.0}.get(case, 1100.0))
     if case == "stale":
         for _ in range(110):                       # 1.1 s without a load measurement
             p.step(None)
     arm = {"other_preset": QUIET, "plain_arm": Arm({"a": 0.45})}.get(case, BUSY)
+    if case == "small_rise":         # 1.9x the baseline's 100: mid is nearest, but the rise is below the factor 2
+        arm = Arm({"b": 0.45}, preset="mid")
     v = p.propose(arm)
     assert v.accepted and p.x.mstate is S.CANARY
+    if case == "small_rise":         # the same preset once the load is 2.5x: at once
+        p = Plane()
+        p.step(250.0)
+        assert p.propose(arm).accepted and p.x.mstate is S.BAKING
 
 
 def test_relief_starts_before_the_abort_of_a_cancelled_probe_is_acked():

@@ -668,7 +668,10 @@ def analyse(kind: str, arms: dict[str, dict], best: dict, seconds: float, refere
         # candidate slots (slot 0, the baseline) no violation longer than one status interval
         # (the resolution here), and every SLO rollback back to baseline within one cycle.
         "arqond_no_violation_beyond_canary": B["longest_s"] <= dt + 1e-9 and out["slo_rollbacks_within_one_cycle"],
-        "unguarded_visibly_more": U["seconds"] >= 2 * A["seconds"] + 0.5 and U["count"] >= A["count"],
+        # "visibly more": at least twice arqond's time in violation plus half a second. Time, not
+        # the number of episodes: an optimizer stuck in violation for seconds has one episode, and
+        # arqond's canary-caught ones are each a status interval or two (counts are reported).
+        "unguarded_visibly_more": U["seconds"] >= 2 * A["seconds"] + 0.5,
         "injected_rolled_back": bool(out["injected"].get("rolled_back")),
     }
     if kind == "serve":

@@ -472,6 +472,7 @@ class Executor:
         # from Tier 2's word
         self._ctx_fields = tuple(g.tuning.context) if r.relief else ()
         self._ctx_presets = tuple(c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context)
+        self._fast_rise = dict(g.tuning.context_fast_rise)
         self._conditions: Optional[tuple[int, dict[str, float]]] = None
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
         self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
@@ -1105,11 +1106,14 @@ class Executor:
         """Why approved preset `preset` may skip the canary now, as (measured, threshold, reason)
         for the transition's record, or None.
         Either the baseline breaches an enforcing SLO (a 10 % canary would leave 90 % of the
-        traffic breaching meanwhile), or Tier 1's own measurement of the conditions in the last
-        second puts `preset` nearest of the approved entries that name a context: the entry was
-        evaluated and approved for these conditions, and waiting out a canary ramp after a load
-        step is what breaks the SLA. Bounds, rates, budget, quarantine and the SLO checks of the
-        bake still apply; a breach during the bake rolls back at once."""
+        traffic breaching meanwhile), or the conditions Tier 1 itself measured in the last second
+        rose, in a `tuning.context_fast_rise` field, by that factor beyond the context of the
+        approved entry the baseline is, and `preset` is the approved entry nearest them: it was
+        evaluated and approved for these conditions, the baseline for others, and waiting out a
+        canary ramp after a load step is what breaks the SLA. A fall (a costlier entry for calmer
+        conditions) takes the canary: that is the direction a canary protects. Bounds, rates,
+        budget, quarantine and the SLO checks of the bake still apply; a breach during the bake
+        rolls back at once."""
         if preset is None or not self.g.rollout.relief:
             return None
         breach = self._baseline_breach(now)
@@ -1121,9 +1125,29 @@ class Executor:
         best, dist = nearest_entry(self._ctx_presets, self._ctx_fields, c[1])
         if best is None or best.id != preset:
             return None
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in c[1].items())
-        return dist, None, f"the conditions measured now ({shown}) are nearest its approved context " \
-                     f"({', '.join(f'{k}={v:.4g}' for k, v in best.context.items())}; {dist:.3g} log2 units)"
+        base = self._baseline_entry()
+        if base is None:
+            return None
+        rose = [(f, c[1][f], base.context[f]) for f, k in self._fast_rise.items()
+                if f in c[1] and base.context.get(f, 0) > 0 and c[1][f] >= k * base.context[f]]
+        if not rose:
+            return None
+        f, now_v, was = rose[0]
+        return dist, None, (f"{f} measured now ({now_v:.4g}) is {now_v / was:.3g}x the {was:.4g} the baseline "
+                            f"({base.id}) was approved for (tuning.context_fast_rise {f}: {self._fast_rise[f]:g}), "
+                            f"and {preset} is the approved entry nearest these conditions ({dist:.3g} log2 units)")
+
+    def _baseline_entry(self):
+        """The approved entry with a context that the baseline is (its variant, and its bundle if
+        it has one), or None: only then does Tier 1 know which conditions the baseline suits."""
+        st, d = self.state, self.decl
+        var = d.variants[st.baseline_variant] if d.variants else None
+        for e in self._ctx_presets:
+            if e.variant is not None and e.variant != var:
+                continue
+            if all(abs(st.baseline[self.kidx[k]] - v) <= 1e-12 for k, v in e.knobs.items() if k in self.kidx):
+                return e
+        return None
 
     def _baseline_breach(self, now: int):
         """(slo, relative margin) of an enforcing SLO the baseline breached in a window that

@@ -547,15 +547,18 @@ static double rate_at(double t, int *phase) {
     return r * O.rate_scale;
 }
 
-/* Arrival rate over the last LOAD_WINDOW_S, measured from the generator's own arrivals in
- * LOAD_BUCKETS buckets (generator thread only). Reported with every request as `load`. */
+/* Arrival rate over the last LOAD_WINDOW_S, counted in LOAD_BUCKETS buckets by each request's
+ * arrival time (generator thread only; see `load` in the header). Arrival times, not the time the
+ * generator got to them: after the generator thread was descheduled it emits the missed arrivals
+ * at once, and counting those by emission time reads as a burst that never happened. */
 #define LOAD_BUCKETS 10
 #define LOAD_WINDOW_S 0.025    /* a 5x step doubles it within 7 ms; >= 40 arrivals even at night's rate (sd 16%) */
 #define LOAD_MARK_NS 1000000   /* one load record per ms at most: ~10 per 10 ms cycle */
 static struct { uint64_t idx[LOAD_BUCKETS]; unsigned n[LOAD_BUCKETS]; } arr_rate;
 
-static double measured_rate(uint64_t now_ns) {
+static double measured_rate(uint64_t arrival_ns) {
     const uint64_t w = (uint64_t)(LOAD_WINDOW_S / LOAD_BUCKETS * 1e9);
+    const uint64_t now_ns = arrival_ns;
     uint64_t b = (now_ns - T0) / w + 1;   /* bucket numbers start at 1: 0 marks an empty bucket */
     unsigned k = (unsigned)(b % LOAD_BUCKETS);
     if (arr_rate.idx[k] != b) { arr_rate.idx[k] = b; arr_rate.n[k] = 0; }
@@ -588,7 +591,7 @@ static void *generator_main(void *arg) {
         if (mono_ns() < due) sleep_until_ns(due);
         uint64_t now_arr = mono_ns();
         request q = {.id = id, .t_arr_ns = due, .input = (int)(rng_u64(&r) % NPOOL), .phase = ph,
-                     .load = measured_rate(now_arr)};
+                     .load = measured_rate(due)};
         read_view(id, &q.view);
         id++;
         if (now_arr - last_mark >= LOAD_MARK_NS) {   /* the load record (see the header) */
