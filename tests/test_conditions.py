@@ -194,3 +194,17 @@ def test_entering_by_a_rise_holds_variant_tournaments_a_fall_does_not():
     assert d.hold_variants and not any(p.proposal_id.endswith("tournament") for p in high[k:])
     back = proposals(100.0, 60)                                      # the load falls: explore again
     assert not d.hold_variants and any(p.proposal_id.endswith("tournament") for p in back)
+
+
+def test_conditions_hovering_on_a_band_edge_still_make_a_new_regime():
+    """A fall to a load that sits on the edge between two lower bands (medium after high in the
+    serve demo): the candidate must not restart its persistence each time the edge is crossed."""
+    r = Regimes(("load",))
+    t, dt = 1, 10 * MS
+    assert r.update({"load": 12000.0}, t) == "entered"
+    edge = 2 ** (25 * 0.5)                            # the edge between bands 24 and 25
+    outs = []
+    for i in range(int(CONTEXT_PERSIST_S * 1e9 / dt) + 5):
+        t += dt
+        outs.append(r.update({"load": edge * (1.04 if i % 2 else 0.96)}, t))
+    assert "entered" in outs and r.regime in ((24,), (25,))

@@ -55,8 +55,11 @@ class Regimes:
         if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
             self.next, self.seen = None, 0
             return "stay"
-        new = tuple(math.floor(x) for x in u)
-        if new != self.next:
+        nx = self.next
+        if nx is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, nx)):
+            new = nx     # the same candidate: conditions hovering on a band edge must not restart its persistence
+        else:
+            new = tuple(math.floor(x) for x in u)
             self.next, self.seen, self.since = new, 0, now_ns
         self.seen += 1
         if r is not None:
