@@ -1,8 +1,8 @@
 """Tier 1's hot-path shortcuts decide exactly as the plain scans they replace.
 
 `Executor.propose` reads the knob history through `_KnobLog` (bisection, running sums with an
-error bound, the last direction kept), takes a one-pass prescan for ordinary proposals and looks
-proposal ids up in a set. `ScanExecutor` below is the executor with each shortcut swapped back for
+error bound), clears every knob's limits at once from the all-knob aggregate (`_AllLog`) when it
+can, takes a one-pass prescan for ordinary proposals and looks proposal ids up in a set. `ScanExecutor` below is the executor with each shortcut swapped back for
 the original scan; the same streams through both must give byte-identical events."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from daemon.tier1 import events as ev
 from daemon.tier1.executor import ExecState, Executor, Touch, _KnobLog, _Reject
-from daemon.tier1.model import Arm, Proposal
+from daemon.tier1.model import Arm, Command, CycleInput, Proposal
 
 from .test_tier1_properties import DECL, G, Run, action_st
 
@@ -33,9 +33,29 @@ class ScanExecutor(Executor):
         return proposal_id in self.state.recent_ids
 
     def _prescan(self, p):
-        return self._delta_summary(p), None
+        return None
 
-    def _check_knob_limits(self, now, p, arms, is_global, thrash):
+    def _limits_clear(self, now, p, arms, is_global, dmax):
+        return False   # every proposal scans every knob's history
+
+    def _knob_touches(self, p, arms, is_global):
+        base = self.state.baseline
+        share = 1.0 if p.kind == "rollout" else (1.0 / len(arms)) if is_global else self.g.rollout.probe_weight
+        out = []
+        for i, rk in enumerate(self.rk):
+            if rk is None:
+                continue
+            moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
+            if all(m == 0 for m in moves):
+                continue
+            direction, move = 0, 0.0
+            if p.kind == "rollout":
+                move = moves[0]
+                direction = 1 if move > 0 else -1
+            out.append((None, ev.KnobTouch(rk.name, max(abs(m) for m in moves) * share, direction, move)))
+        return out
+
+    def _check_knob_limits(self, now, p, arms, is_global, thrash, touched):
         g, st_, base = self.g, self.state, self.state.baseline
         at = g.anti_thrashing
         touches = []
@@ -205,3 +225,119 @@ def test_out_of_order_times_fall_back_to_the_scan():
     lg = _KnobLog(hist)
     assert not lg.ordered
     assert lg.times == [5 * NS, 1 * NS, 6 * NS]
+
+
+class CheckedExecutor(Executor):
+    """The executor that, whenever the all-knob aggregate clears a proposal, also runs every
+    knob's exact rules and fails if one of them would have refused it."""
+    cleared = 0
+
+    def _limits_clear(self, now, p, arms, is_global, dmax):
+        ok = super()._limits_clear(now, p, arms, is_global, dmax)
+        if ok:
+            CheckedExecutor.cleared += 1
+            try:
+                self._check_knob_limits(now, p, arms, is_global, {}, self._knob_touches(p, arms, is_global))
+            except _Reject as r:   # pragma: no cover - the failure this test looks for
+                raise AssertionError(f"aggregate cleared {p.proposal_id}, the exact rule {r.rule} refuses it: "
+                                     f"{r.message}") from None
+        return ok
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action_st, min_size=1, max_size=40))
+def test_the_aggregate_clears_only_what_every_knob_allows(actions):
+    run = Run(CheckedExecutor, _tight(0.05))
+    for a in actions:
+        run.act(a)
+
+
+def test_the_aggregate_clears_most_of_a_long_stream_and_never_wrongly():
+    """Long histories near the rate, interval and budget limits (several configs): the bound is
+    sound, and it is not vacuous (it clears most accepted proposals of an ordinary stream)."""
+    CheckedExecutor.cleared = 0
+    for g in (_tight(0.012), _tight(0.5), G):
+        r = Run(CheckedExecutor, g)
+        rng = random.Random(11)
+        for i in range(400):
+            r.t += int(rng.choice([0.01, 0.05, 0.11, 0.2, 0.3, 1.1]) * NS)
+            base = r.x.state.baseline
+            moves = {"a": rng.uniform(-0.05, 0.05), "b": rng.uniform(-0.4, 0.4)}
+            kind = "rollout" if i % 9 == 0 else "probe"
+            r.x.propose(r.t, Proposal(f"p{i}", kind, (Arm({"a": base[0] + moves["a"], "b": base[1] + moves["b"]}),),
+                                      seed=i))
+            for _ in range(3):
+                r.cycle("ok", "ok")
+    assert CheckedExecutor.cleared > 300
+
+
+def test_the_aggregate_rebuilt_from_a_replaced_state_bounds_too():
+    """A state not folded from the start (a copy) rebuilds the aggregate from the histories."""
+    r = Run(Executor, _tight(0.5))
+    for i in range(30):
+        r.t += 120 * MS
+        base = r.x.state.baseline
+        r.x.propose(r.t, Proposal(f"p{i}", "probe", (Arm({"a": base[0] + 0.01, "b": base[1] - 0.2}),), seed=i))
+        for _ in range(8):
+            r.cycle("ok", "ok")
+    copy = msgspec.structs.replace(r.x.state)
+    assert "_all" not in copy.__dict__
+    from daemon.tier1.executor import _AllLog
+    agg = _AllLog(copy.history)
+    own = r.x.state.__dict__["_all"]
+    assert agg.last_t == own.last_t and agg.ordered
+    # every entry of every knob is in it: counts and sums bound the per-verdict aggregate's
+    assert len(agg.times) >= len(own.times) and agg.cum[-1] - agg.cum0 >= own.cum[-1] - own.cum0 - 1e-12
+
+
+def _stream(defer: bool):
+    """A run whose proposals go through `propose(defer=...)`; a deferred one is completed right
+    away, or (every third) left for the next call to complete."""
+    r = Run(Executor, _tight(0.2))
+    rng = random.Random(5)
+    for i in range(120):
+        r.t += int(rng.choice([0.01, 0.06, 0.2, 0.5]) * NS)
+        base = r.x.state.baseline
+        a = Arm({"a": base[0] + rng.uniform(-0.05, 0.05), "b": base[1] + rng.uniform(-0.3, 0.3)})
+        arms = (a,) if i % 4 == 0 else (a, Arm({"a": base[0] - 0.02}))
+        p = Proposal(f"p{i}", "rollout" if i % 4 == 0 else "probe", arms, seed=i)
+        v = r.x.propose(r.t, p, defer=defer)
+        if defer:
+            assert v.events == []
+            if i % 3:
+                r.events += r.x.complete()
+                assert r.x.complete() == []
+        else:
+            r.events += v.events
+        for _ in range(rng.choice([0, 1, 5, 30])):
+            r.cycle(rng.choice(["ok", "ok", "slow", "breach"]), "ok")
+    r.record(r.x.command(r.t, Command("snapback")))
+    return r, v
+
+
+def test_a_deferred_proposal_gives_the_same_events_and_state():
+    plain, v0 = _stream(False)
+    deferred, v1 = _stream(True)
+    assert ev.encode(plain.events) == ev.encode(deferred.events)
+    assert plain.x.state == deferred.x.state
+    assert [e.seq for e in deferred.events] == list(range(1, len(deferred.events) + 1))
+    assert msgspec.structs.replace(v1, events=v0.events) == v0
+    # the replayed ledger gives the same state
+    from daemon.tier1.executor import rebuild
+    assert rebuild(deferred.events, DECL) == deferred.x.state
+
+
+def test_a_deferred_snapshot_is_the_one_its_apply_records():
+    r = Run(Executor, G)
+    r.t += NS
+    v = r.x.propose(r.t, Proposal("d1", "probe", (Arm({"a": 0.55}), Arm({"a": 0.45})), seed=1), defer=True)
+    assert v.accepted and v.snapshot is not None and v.events == []
+    assert r.x.state.live != v.snapshot                # not folded yet
+    events = r.x.complete()
+    assert [type(e).__name__ for e in events] == ["ProposalEvent", "ValidationVerdict", "Transition", "Apply"]
+    assert events[-1].snapshot == v.snapshot == r.x.state.live
+    bad = r.x.propose(r.t, Proposal("d2", "probe", (Arm({"zz": 0.1}),)), defer=True)
+    assert not bad.accepted and bad.rule == "one_experiment_per_scope" and bad.snapshot is None
+    out = r.x.step(r.t + 10 * MS, CycleInput(r.t + 10 * MS, v.snapshot.generation))   # completes d2 first
+    names = [type(e).__name__ for e in out.events]
+    assert names[:2] == ["ProposalEvent", "ValidationVerdict"] and out.events[1].rule == "one_experiment_per_scope"

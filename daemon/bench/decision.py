@@ -8,11 +8,16 @@ Phases, each with its own daemon process and audit ledger, all on one data-plane
   1. decision  - 10 ms cadence, Tier 2 tuning all 8 knobs (SPSA probes, rollouts every 4 rounds),
                  producer at 1 M records/s (~10,000 records per cycle). T2 decision, T1 apply and
                  summarize p50/p99 come from the daemon's own per-stage timings (control socket
-                 `timings`: perf_counter around `driver.next_proposal`; T1 apply = Executor.propose
-                 + publish + `driver.on_verdict`, t1_propose = Executor.propose alone,
-                 t1_bookkeeping = the verdict's audit/metrics/bus enqueues, done right after;
-                 summarize = the one C call that drains the rings, renews the lease and
-                 summarises, plus building the SlotTelemetry).
+                 `timings`: perf_counter around `driver.next_proposal`; summarize = the one C call
+                 that drains the rings, renews the lease and summarises, plus building the
+                 SlotTelemetry). A Tier 2 proposal's Tier 1 work is split at the publish:
+                   t1_apply     proposal -> snapshot in shared memory: Executor.propose(defer=True)
+                                (every rule and the snapshot; alone: t1_propose) + the publish
+                   t1_deferred  after the publish, same cycle: Executor.complete (audit events,
+                                state fold, experiment set-up; alone: t1_complete) + the driver's
+                                on_verdict + the audit/metrics/bus enqueues (t1_bookkeeping)
+                   t1_total     both (what "T1 apply" measured before the split)
+                 and propose_cycle_cpu = CPU time of a whole cycle that submitted a proposal.
                  Then the producer drops to 100 k records/s: daemon CPU share over a window of
                  /proc/<pid>/stat utime+stime (all threads), and VmRSS / VmHWM; then to 0
                  records/s: the loop's fixed cost (`daemon_cpu_share_no_records`).
@@ -292,8 +297,10 @@ def phase_decision(plane: Plane, tmp: Path, seconds: float, cpu_window_s: float)
                                "decision_rollbacks": st.get("rollbacks", {})}
         for stage, key in (("t2_decision", "t2_decision_us"), ("t1_apply", "t1_apply_us"),
                            ("t2_decision_cpu", "t2_decision_cpu_us"), ("t1_apply_cpu", "t1_apply_cpu_us"),
-                           ("t1_propose", "t1_propose_us"), ("t1_bookkeeping", "t1_bookkeeping_us"),
-                           ("summarize", "summarize_us"),
+                           ("t1_propose", "t1_propose_us"), ("t1_complete", "t1_complete_us"),
+                           ("t1_bookkeeping", "t1_bookkeeping_us"), ("t1_deferred", "t1_deferred_us"),
+                           ("t1_deferred_cpu", "t1_deferred_cpu_us"), ("t1_total", "t1_total_us"),
+                           ("propose_cycle_cpu", "propose_cycle_cpu_us"), ("summarize", "summarize_us"),
                            ("t1_step", "t1_step_us")):
             t = timings.get(stage)
             if t:
@@ -463,9 +470,13 @@ def run(quick: bool) -> dict:
     out["diagnostic_e2e_p99_le_2ms_at_1ms_cadence_rt"] = le("e2e_1ms_rt_ms_p99", 2.0)
     out["method"] = ("T2/T1/summarize: the daemon's own perf_counter timings (control socket 'timings', last <= 2000 "
                      "samples of the decision phase, incl. warm-up), 8 knobs, 10 ms cadence, ~1 M records/s; "
-                     "t1_apply = Executor.propose (t1_propose) + publish + driver.on_verdict, then "
-                     "t1_bookkeeping = the verdict's audit/metrics/bus enqueues; summarize = the C call that drains, renews the lease and summarises + "
-                     "building the SlotTelemetry. "
+                     "t1_apply = proposal -> snapshot in shared memory: Executor.propose(defer=True) (every rule "
+                     "and the snapshot; t1_propose) + the publish; it leaves out t1_deferred, the same cycle's work "
+                     "after the publish: Executor.complete (audit events, state fold, experiment set-up; "
+                     "t1_complete) + driver.on_verdict + the audit/metrics/bus enqueues (t1_bookkeeping); "
+                     "t1_total = both; propose_cycle_cpu = CPU time of a whole cycle with a proposal; with n "
+                     "samples the p99 is the max below n = 100; summarize = the C call that drains, renews the lease "
+                     "and summarises + building the SlotTelemetry. "
                      "e2e: CLOCK_MONOTONIC in the C data plane, first breaching record written -> first arq_read "
                      "of that key returning slot 0 (poll every ~10 us); SLO latency_s.max <= 0.1 with "
                      "min_samples 5 = one burst; 100 k records/s background; rollback rule checked in the ledger; "

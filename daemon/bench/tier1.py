@@ -1,8 +1,13 @@
 """Tier 1 benchmark: the cost of the executor's hot calls, measured on a long-running state.
 
-  propose_accept   `Executor.propose` of a probe (2 arms x 8 knobs, SPSA's shape) or a rollout
-                   (1 arm) that passes every rule: validate, build the snapshot and the events.
-  propose_reject   `Executor.propose` refused by the bounds rule on the last knob of the last
+  decide_accept    `Executor.propose(defer=True)` of a probe (2 arms x 8 knobs, SPSA's shape) or a
+                   rollout (1 arm) that passes every rule: the decision and the snapshot, what
+                   gates the publish (the daemon's t1_propose).
+  complete_accept  the `Executor.complete()` that follows it (after the publish in the daemon):
+                   the audit events, the fold into the state, the experiment's set-up.
+  propose_accept   both, per call (what `Executor.propose` without defer costs).
+  decide_reject, complete_reject, propose_reject
+                   the same for a probe refused by the bounds rule on the last knob of the last
                    arm (the deepest rejection: every earlier rule has run).
   step             `Executor.step` once per 10 ms cycle while a probe runs: ack, 3 slots of
                    telemetry (objective, 2 SLOs), window bookkeeping, probe end.
@@ -18,7 +23,8 @@ The run is cut into blocks; each figure is given per block, and the budget is ju
 of the blocks' CPU p99 (one burst of another process's work lands in one block only). The cyclic
 garbage collector stays enabled, as in the daemon.
 
-Floors (issue 5): propose accept p99 <= 100 us (project goal 50 us).
+Floors (issue 5): T1 apply p99 <= 100 us (project goal 50 us), judged here on decide_accept (proposal ->
+snapshot; the daemon adds the publish); propose_accept (with the deferred part) is reported beside it.
 """
 from __future__ import annotations
 
@@ -159,8 +165,24 @@ def run(quick: bool = False) -> dict:
     for i in range(WARM):
         now += MS
         x.propose(now, _bad(-i - 1))
-    acc, acc_roll, rej, stp = _Timer(), _Timer(), _Timer(), _Timer()
+    acc, acc_roll, rej, stp = _Timer(), _Timer(), _Timer(), _Timer()            # decide + complete
+    d_acc, d_roll, d_rej, c_acc, c_rej = _Timer(), _Timer(), _Timer(), _Timer(), _Timer()
     pc, tc = time.perf_counter_ns, time.thread_time_ns
+
+    def timed(p: Proposal, decide: _Timer, complete: _Timer, whole: _Timer):
+        w0, c0 = pc(), tc()
+        v = x.propose(now, p, defer=True)
+        c1, w1 = tc(), pc()
+        x.complete()
+        c2, w2 = tc(), pc()
+        decide.wall.append(w1 - w0)
+        decide.cpu.append(c1 - c0)
+        complete.wall.append(w2 - w1)
+        complete.cpu.append(c2 - c1)
+        whole.wall.append(w2 - w0)
+        whole.cpu.append(c2 - c0)
+        return v
+
     # An idle vCPU is clocked down and its caches are cold: half a second of work first.
     t_end = time.perf_counter() + 0.5
     while time.perf_counter() < t_end:
@@ -171,21 +193,13 @@ def run(quick: bool = False) -> dict:
         now += 20 * MS
         rollout = i % 4 == 3
         p_bad, p_ok = _bad(i), (_rollout(i) if rollout else _probe(i, 1.0 if i % 2 else -1.0))
-        w0, c0 = pc(), tc()
-        v = x.propose(now, p_bad)
-        c1, w1 = tc(), pc()
-        rej.wall.append(w1 - w0)
-        rej.cpu.append(c1 - c0)
+        v = timed(p_bad, d_rej, c_rej, rej)
         if v.accepted or v.rule != "bounds":
             outcomes["unexpected"].append(f"bad {i}: {v.rule}")
         else:
             outcomes["rejected_as_expected"] += 1
         now += MS
-        w0, c0 = pc(), tc()
-        v = x.propose(now, p_ok)
-        c1, w1 = tc(), pc()
-        (acc_roll if rollout else acc).wall.append(w1 - w0)
-        (acc_roll if rollout else acc).cpu.append(c1 - c0)
+        v = timed(p_ok, d_roll if rollout else d_acc, c_acc, acc_roll if rollout else acc)
         if not v.accepted:
             outcomes["unexpected"].append(f"ok {i}: {v.rule} {v.message}")
             continue
@@ -215,6 +229,11 @@ def run(quick: bool = False) -> dict:
     out = {
         "suite": "tier1",
         "quick": quick,
+        "decide_accept_probe": d_acc.summary(blocks),
+        "decide_accept_rollout": d_roll.summary(blocks),
+        "decide_reject": d_rej.summary(blocks),
+        "complete_accept": c_acc.summary(blocks),
+        "complete_reject": c_rej.summary(blocks),
         "propose_accept_probe": acc.summary(blocks),
         "propose_accept_rollout": acc_roll.summary(blocks),
         "propose_reject": rej.summary(blocks),
@@ -226,6 +245,8 @@ def run(quick: bool = False) -> dict:
                          "history_per_knob": max((len(h) for h in x.state.history.values()), default=0)},
         "method": (f"daemon.tier1.executor.Executor, {N_KNOBS} allowlisted knobs, 2 SLOs + catalog, warmed by "
                    f"{WARM} proposals; per call perf_counter_ns (wall) and thread_time_ns (CPU of this thread); "
+                   f"decide_* = propose(defer=True) (rules + snapshot: what gates the publish), complete_* = the "
+                   f"complete() after it (events, state fold, experiment set-up), propose_* = both; "
                    f"{rounds} rounds of (rejected probe, accepted probe or rollout, 10 ms steps to the probe's end); "
                    f"p99 per block over {blocks} consecutive blocks, budget judged on the median of the blocks' CPU "
                    f"p99; gc enabled as in the daemon"),
@@ -233,9 +254,12 @@ def run(quick: bool = False) -> dict:
                 f"{os.cpu_count()} cpus, load {[round(v, 2) for v in os.getloadavg()]}",
         "elapsed_s": 0.0,
     }
-    a = out["propose_accept_probe"]["cpu_us"]["p99_median_of_blocks"]
-    ar = out["propose_accept_rollout"]["cpu_us"]["p99_median_of_blocks"]
-    out["floors"] = {"propose_accept_p99_cpu_us": max(a, ar), "limit_us": FLOOR_US, "goal_us": GOAL_US,
+    a = out["decide_accept_probe"]["cpu_us"]["p99_median_of_blocks"]
+    ar = out["decide_accept_rollout"]["cpu_us"]["p99_median_of_blocks"]
+    whole = max(out["propose_accept_probe"]["cpu_us"]["p99_median_of_blocks"],
+                out["propose_accept_rollout"]["cpu_us"]["p99_median_of_blocks"])
+    out["floors"] = {"decide_accept_p99_cpu_us": max(a, ar), "propose_accept_p99_cpu_us": whole,
+                     "limit_us": FLOOR_US, "goal_us": GOAL_US,
                      "pass": max(a, ar) <= FLOOR_US and not outcomes["unexpected"],
                      "goal_met": max(a, ar) <= GOAL_US}
     out["elapsed_s"] = round(time.perf_counter() - t_start, 1)

@@ -119,14 +119,21 @@ class Daemon:
         self.operator_queue: list = []
         # Decision-path timings (seconds), last 2000 of each: what `bench decision` reports.
         # summarize: the one C call that drains, renews the lease and summarises, plus building the
-        # SlotTelemetry; t1_apply: Executor.propose + publish + the driver's on_verdict, of which
-        # t1_propose is Executor.propose alone; t1_bookkeeping: that verdict's audit/metrics/bus
-        # enqueues, done right after (same cycle, before anything else is recorded).
+        # SlotTelemetry. For a Tier 2 proposal:
+        #   t1_apply      proposal handed to Tier 1 -> its snapshot is in shared memory: the
+        #                 decision (Executor.propose(defer=True), alone: t1_propose) + the publish
+        #   t1_deferred   what follows the publish in the same cycle: Executor.complete (audit
+        #                 events, state fold, experiment set-up: t1_complete), the driver's
+        #                 on_verdict and the events' audit/metrics/bus enqueues (t1_bookkeeping)
+        #   t1_total      both: the whole cost of the proposal (was t1_apply before the split)
+        #   propose_cycle_cpu  the CPU time of a whole cycle that submitted a Tier 2 proposal
         # publish: cycle start -> the snapshot Tier 1's step decided (a rollback, a canary step, a
         # promotion) is in shared memory.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
-                                                "t1_apply": [], "t1_propose": [], "t1_bookkeeping": [],
-                                                "publish": [], "t2_decision_cpu": [], "t1_apply_cpu": []}
+                                                "t1_apply": [], "t1_propose": [], "t1_complete": [],
+                                                "t1_bookkeeping": [], "t1_deferred": [], "t1_total": [],
+                                                "publish": [], "t2_decision_cpu": [], "t1_apply_cpu": [],
+                                                "t1_deferred_cpu": [], "propose_cycle_cpu": []}
         # *_cpu: the same spans in this thread's CPU time (time.thread_time): without the time the
         # co-located data plane held the core, with cold caches and GC (which wall time also has)
         self._qf = self._quantile_fields(self.g)
@@ -394,6 +401,8 @@ class Daemon:
         period_ns, lease_ns, settle_ns = self._ns
         window = now - self.last_cycle_ns if self.last_cycle_ns else period_ns
         self.last_cycle_ns = now
+        c0 = time.thread_time()
+        propose_cycle = False            # a Tier 2 proposal was submitted in this cycle
         t0 = time.perf_counter()
         # one C call: drain every ring, renew the lease, read the plane's state, summarise
         _drained, used, st = seg.poll_summary(now, now + lease_ns, self.generation, self.published_ns + settle_ns,
@@ -443,15 +452,30 @@ class Daemon:
                 if p is not None:
                     tm["t2_decision"].append(t3 - t2)
                     tm["t2_decision_cpu"].append(c3 - c2)
-                    v = self._submit(now, p, record=False)
+                    # t1_apply: proposal -> snapshot in shared memory (the decision and the publish);
+                    # the rest of the proposal's work (t1_deferred) follows the publish
+                    v = ex.propose(now, p, defer=True)
+                    t4 = time.perf_counter()
+                    if v.snapshot is not None:
+                        self._publish(now, v.snapshot)
+                    t5, c5 = time.perf_counter(), time.thread_time()
+                    tm["t1_propose"].append(t4 - t3)
+                    tm["t1_apply"].append(t5 - t3)
+                    tm["t1_apply_cpu"].append(c5 - c3)
+                    events = ex.complete()   # audit events and state: whole before anything else runs
+                    t6 = time.perf_counter()
+                    tm["t1_complete"].append(t6 - t5)
+                    v = msgspec.structs.replace(v, events=events)
                     try:
                         self.driver.on_verdict(v)
-                        t4 = time.perf_counter()
-                        tm["t1_apply"].append(t4 - t3)
-                        tm["t1_apply_cpu"].append(time.thread_time() - c3)
                     finally:   # the verdict is applied: its events are recorded whatever happens
-                        self._record(now, v.events)
-                    tm["t1_bookkeeping"].append(time.perf_counter() - t4)
+                        self._record(now, events)
+                    t7 = time.perf_counter()
+                    tm["t1_bookkeeping"].append(t7 - t6)
+                    tm["t1_deferred"].append(t7 - t5)
+                    tm["t1_deferred_cpu"].append(time.thread_time() - c5)
+                    tm["t1_total"].append(t7 - t3)
+                    propose_cycle = True
         if self.bus is not None:
             self._bus_summary(now)
         if check and self.ledger is not None and not self.ledger.healthy and not ex.state.safe_mode:
@@ -459,6 +483,8 @@ class Daemon:
             err = self.ledger.state.error or "audit queue full"
             self._handle(now, ex.command(now, Command("enter_safe_mode", "runtime", f"audit ledger unhealthy: {err}")))
         tm["cycle"].append((time.monotonic_ns() - now) / 1e9)   # into the metrics by _fold_timings
+        if propose_cycle:
+            tm["propose_cycle_cpu"].append(time.thread_time() - c0)
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -581,13 +607,18 @@ class Daemon:
                 "limit": v.limit, "message": v.message, "generation": self.generation}
 
     def _submit(self, now: int, p: Proposal, record: bool = True):
-        """Tier 1 validates `p` and, if accepted, its snapshot is published. record=False leaves
-        the verdict's events to the caller, who must `_record` them before anything else."""
+        """Tier 1 decides on `p` and, if accepted, its snapshot is published at once; then Tier 1
+        completes the verdict (audit events, state). Returns the verdict with its events.
+        record=False leaves the events to the caller, who must `_record` them before anything else."""
+        ex = self.ex
         t = time.perf_counter()
-        v = self.ex.propose(now, p)
+        v = ex.propose(now, p, defer=True)       # the rules and the snapshot: nothing else
         self._time("t1_propose", time.perf_counter() - t)
         if v.snapshot is not None:
             self._publish(now, v.snapshot)       # the data plane sees the change first
+        t = time.perf_counter()
+        v = msgspec.structs.replace(v, events=ex.complete())
+        self._time("t1_complete", time.perf_counter() - t)
         if record:
             self._record(now, v.events)
         return v

@@ -134,6 +134,36 @@ class _KnobLog:
         return approx, 4.0 * (self.n_run + len(self.costs) + 4) * _U * hi
 
 
+class _AllLog(_KnobLog):
+    """Every knob at once: one entry per accepted proposal that touched knobs, at its time, with
+    the largest cost among its touches. Any knob's history is a subsequence of these entries
+    (same times, a cost no larger), so the count in a window and the spend in a window bound
+    every knob's from above: when the bounds clear the limits, no knob's exact rule can refuse,
+    and `Executor._limits_clear` skips the per-knob scans. The bounds hold while the windows
+    asked about start after `cut` (entries up to it were dropped with the horizon of their
+    time) and no knob history has a time after `last_t` (the latest time ever folded in).
+    Derived like `_KnobLog`: never saved, never compared."""
+    __slots__ = ("of", "last_t", "cut")
+
+    def __init__(self, history: dict) -> None:
+        # From the histories themselves (a state that was not built by `apply` from the start):
+        # each entry on its own, which bounds as well, only more loosely.
+        rows, ordered, last = [], True, None
+        for h in history.values():
+            for a, b in zip(h, h[1:]):
+                if b.t_ns < a.t_ns:
+                    ordered = False
+            rows.extend(h)
+        rows.sort(key=lambda t: t.t_ns)   # stable: each knob's entries keep their order
+        super().__init__(rows)
+        self.hist = []                    # the entries live in times/costs/cum only
+        self.ordered = self.ordered and ordered
+        for t in rows:
+            if last is None or t.t_ns > last:
+                last = t.t_ns
+        self.of, self.last_t, self.cut = history, last, -math.inf
+
+
 # Events that change no persistent fact but the sequence and config generation (most of a step's).
 _NO_STATE = frozenset((ev.Transition, ev.Digest, ev.JudgeVerdict, ev.SloCheck, ev.Ack, ev.CommandEvent,
                        ev.ConfigReload))
@@ -198,11 +228,16 @@ class ExecState(msgspec.Struct, dict=True):
         elif t is ev.ValidationVerdict:
             if e.accepted and e.touches:
                 history = self.history
-                logs = self.__dict__.get("_logs")
+                d = self.__dict__
+                logs = d.get("_logs")
                 if logs is None:
-                    logs = self.__dict__["_logs"] = {}
+                    logs = d["_logs"] = {}
+                agg = d.get("_all")
+                if agg is None or agg.of is not history:
+                    agg = d["_all"] = _AllLog(history)   # before this verdict's touches
                 t_ns = e.t_ns
                 cut = t_ns - e.horizon_ns
+                top = 0.0
                 for tc in e.touches:
                     name = tc.knob
                     h = history.get(name)
@@ -231,6 +266,19 @@ class ExecState(msgspec.Struct, dict=True):
                             k += 1
                         del h[:k]
                         lg.trim(k)
+                    if top == top and not cost <= top:   # the largest cost; a NaN stays (unclean: no bound)
+                        top = cost
+                agg.append(Touch(t_ns, top, 0, 0.0))
+                if agg.last_t is None or t_ns > agg.last_t:
+                    agg.last_t = t_ns
+                times = agg.times
+                if times[0] <= cut:
+                    k, n = 1, len(times)
+                    while k < n and times[k] <= cut:
+                        k += 1
+                    agg.trim(k)
+                if cut > agg.cut:
+                    agg.cut = cut
             for k, until in e.thrash_cooldown.items():
                 self.thrash_until[k] = until
         elif t is ev.Promotion:
@@ -424,6 +472,8 @@ class Executor:
         self._pub_ns = 0
         self._keep: Optional[StepOutput] = None
         self._pid_was_present = False
+        self._hold = False      # propose is deciding: events queue, their fold waits for complete()
+        self._pending: Optional[tuple] = None   # what complete() needs of the last propose
         self._configure(guardrails, config_generation)
 
     # ----------------------------------------------------------------- configuration
@@ -479,6 +529,11 @@ class Executor:
                                  for i, rk in enumerate(self.rk) if rk is not None)
         self._budget_ns = int(g.budget.window_s * NS)
         self._budget_limit = g.budget.max_change + 1e-12
+        # The strictest interval and rate of any allowlisted knob: what `_limits_clear` holds
+        # every knob's bound to at once.
+        rows = self._limit_rows
+        self._max_min_iv = max((r[3] for r in rows), default=0.0)
+        self._min_rate = min((r[4] for r in rows), default=math.inf)
 
     def _catalog_checks(self, variant: int) -> list[_Check]:
         if not self.decl.variants or variant >= len(self.decl.variants):
@@ -503,14 +558,16 @@ class Executor:
             kw["proposal_id"] = self.exp.p.proposal_id
         e = cls(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
                 config_generation=self.config_generation, **kw)
-        self.state.apply(e)
-        self._events.append(e)
-        return e
+        return self._push(e)
 
     def _push(self, e):
         """Fold `e` into the state and queue it (the hot emitters build their events literally:
-        keyword construction from a dict costs more than the event itself)."""
-        self.state.apply(e)
+        keyword construction from a dict costs more than the event itself). While `propose`
+        decides (`_hold`), only the sequence advances: `complete` folds everything in order."""
+        if self._hold:
+            self.state.last_seq = e.seq
+        else:
+            self.state.apply(e)
         self._events.append(e)
         return e
 
@@ -572,12 +629,15 @@ class Executor:
         return self._take()
 
     def _ensure_started(self, now: int) -> None:
+        # A deferred proposal nobody completed: finish it first (the state must be whole before
+        # any decision) and hand its events out with this call's.
+        carry = self.complete() if self._pending is not None else None
         if not self.started:
             self.start(now)
             # keep start's output for the caller of this call
             self._keep = self._take()
         else:
-            self._keep = None
+            self._keep = StepOutput(None, carry, []) if carry else None
 
     def _out(self) -> tuple[Optional[SnapshotSpec], list, list]:
         """This call's (snapshot, events, evaluations), with start's output first when the call
@@ -614,66 +674,107 @@ class Executor:
         return self._merge_keep(self._take())
 
     # ----------------------------------------------------------------- propose
-    def propose(self, now_ns: int, p: Proposal) -> Verdict:
+    def propose(self, now_ns: int, p: Proposal, *, defer: bool = False) -> Verdict:
         """Validate `p` fail-closed and all-or-nothing; on acceptance start the experiment and
-        return the snapshot to publish. Rejections name rule, value and limit."""
+        return the snapshot to publish. Rejections name rule, value and limit.
+
+        defer=True returns as soon as the decision and the snapshot are made (`events` empty):
+        the caller publishes, then calls `complete()` for the audit events (built and folded
+        into the state then). Every other call completes a pending proposal first, so the
+        state is whole before any decision and the events are the same either way."""
         self._ensure_started(now_ns)
         now = now_ns
+        st = self.state
+        keep, self._keep = self._keep, None
         self._pid_was_present = self._seen(p.proposal_id)
-        summary, fast = self._prescan(p)
-        cg = self.config_generation
-        self._push(ev.ProposalEvent(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
-                                    config_generation=cg, proposal_id=p.proposal_id, kind=p.kind, source=p.source,
-                                    seed=p.seed, arms=p.arms, note=p.note, config_version=cg,
-                                    delta_summary=summary))
+        fast = self._prescan(p)
+        seq = st.last_seq   # the ProposalEvent and ValidationVerdict take the next two numbers
         thrash: dict[str, int] = {}
         try:
-            arms, variants, is_global, touches = self._validate(now, p, thrash, fast)
+            arms, variants, is_global = self._validate(now, p, thrash, fast)
         except _Reject as r:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
-            self._emit(ev.ValidationVerdict, now, proposal_id=p.proposal_id, accepted=False, rule=r.rule,
-                       value=r.value, limit=r.limit, message=msg, thrash_cooldown=thrash)
-            snap, events, _ = self._out()
-            return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, snap, events)
-        self._push(ev.ValidationVerdict(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
-                                        config_generation=cg, proposal_id=p.proposal_id, accepted=True, rule="",
-                                        value=None, limit=None, message="accepted", touches=tuple(touches),
-                                        horizon_ns=self.horizon_ns))
-        salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
-        self.exp = _Exp(p, arms, variants, is_global, salt)
-        self._begin_experiment(now)
-        snap, events, _ = self._out()
-        return Verdict(True, p.proposal_id, message="accepted", snapshot=snap, events=events)
+            self._pending = (now, p, seq, self.cycle, keep, False, (r, msg, thrash), [])
+            v = Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, keep.snapshot if keep else None)
+        else:
+            st.last_seq = seq + 2
+            salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+            self.exp = _Exp(p, arms, variants, is_global, salt)
+            self._hold = True
+            try:
+                self._begin_experiment(now)
+            finally:
+                self._hold = False
+            snap, events = self._snap, self._events
+            self._snap, self._events = None, []
+            self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global), events)
+            v = Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
+        if defer:
+            return v
+        return msgspec.structs.replace(v, events=self.complete())
+
+    def complete(self) -> list:
+        """The audit events of the last `propose(..., defer=True)`, in order, now folded into the
+        state: the ProposalEvent (with its delta summary), the ValidationVerdict (with the knob
+        touches it spends) and, when accepted, the experiment's first transition and Apply.
+        None of it gates the snapshot, so it runs after the publish. [] when nothing is pending."""
+        pd = self._pending
+        if pd is None:
+            return []
+        self._pending = None
+        now, p, seq, cycle, keep, accepted, info, held = pd
+        cg = self.config_generation
+        events = [ev.ProposalEvent(run_id=self.run_id, seq=seq + 1, cycle=cycle, t_ns=now, config_generation=cg,
+                                   proposal_id=p.proposal_id, kind=p.kind, source=p.source, seed=p.seed,
+                                   arms=p.arms, note=p.note, config_version=cg, delta_summary=self._delta_summary(p))]
+        if accepted:
+            arms, is_global = info
+            events.append(ev.ValidationVerdict(
+                run_id=self.run_id, seq=seq + 2, cycle=cycle, t_ns=now, config_generation=cg,
+                proposal_id=p.proposal_id, accepted=True, rule="", value=None, limit=None, message="accepted",
+                touches=tuple(kt for _, kt in self._knob_touches(p, arms, is_global)), horizon_ns=self.horizon_ns))
+            events += held
+        else:
+            r, msg, thrash = info
+            events.append(ev.ValidationVerdict(
+                run_id=self.run_id, seq=seq + 2, cycle=cycle, t_ns=now, config_generation=cg,
+                proposal_id=p.proposal_id, accepted=False, rule=r.rule, value=r.value, limit=r.limit, message=msg,
+                thrash_cooldown=thrash))
+        apply = self.state.apply
+        for e in events:
+            apply(e)
+        return keep.events + events if keep is not None else events
 
     def _seen(self, proposal_id: str) -> bool:
         return self.state.seen_id(proposal_id)
 
-    def _prescan(self, p: Proposal) -> tuple[dict[str, float], Optional[list[list[float]]]]:
+    def _prescan(self, p: Proposal) -> Optional[tuple[list[list[float]], float]]:
         """One pass over the arms for the common proposal (allowlisted knobs, float values that
-        pass the per-value rules): the delta summary and each arm's full value list. Anything
-        else returns (`_delta_summary(p)`, None) and `_validate` walks the values itself, so a
-        rejection names the same rule, value and limit as ever."""
-        out: dict[str, float] = {}
+        pass the per-value rules): each arm's full value list, and the largest normalised change
+        of any value (no knob costs more than that x its traffic share). Anything else returns
+        None and `_validate` walks the values itself, so a rejection names the same rule, value
+        and limit as ever."""
         rules, base = self._knob_rules, self.state.baseline
         fast: list[list[float]] = []
+        dmax = 0.0
         for a in p.arms:
             vals = list(base)
             for name, v in a.knobs.items():
                 kc = rules.get(name)
                 if kc is None or type(v) is not float:
-                    return self._delta_summary(p), None
+                    return None
                 i, _rk, integer, rng, lo, hi, absolute, max_delta = kc
                 if not lo <= v <= hi or (integer and v != round(v)):   # NaN fails the bounds test
-                    return self._delta_summary(p), None
+                    return None
                 dv = abs(v - base[i])
                 d = dv / rng
                 if (dv if absolute else d) > max_delta + 1e-12:
-                    return self._delta_summary(p), None
-                prev = out.get(name, 0.0)
-                out[name] = d if d > prev else prev   # max(prev, d), as _delta_summary
+                    return None
+                if d > dmax:
+                    dmax = d
                 vals[i] = v
             fast.append(vals)
-        return out, fast
+        return fast, dmax
 
     def _delta_summary(self, p: Proposal) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -688,7 +789,10 @@ class Executor:
                 out[name] = d if d > prev else prev   # max(prev, d), without the builtin's call cost
         return out
 
-    def _validate(self, now: int, p: Proposal, thrash: dict[str, int], fast: Optional[list[list[float]]] = None):
+    def _validate(self, now: int, p: Proposal, thrash: dict[str, int],
+                  fast: Optional[tuple[list[list[float]], float]] = None):
+        """Every rule, in order; raises `_Reject` at the first one broken. Returns (arms,
+        variants, is_global). `fast`: the prescan's value lists and largest change."""
         st, g, r = self.state, self.g, self.g.rollout
         if st.kill_switch:
             raise _Reject("kill_switch", "engaged", None, "the kill switch is engaged (thaw it first)")
@@ -715,9 +819,10 @@ class Executor:
         knob_rules = self._knob_rules
         arms: list[tuple[float, ...]] = []
         variants: list[int] = []
+        fast_vals = fast[0] if fast is not None else None
         for ai, a in enumerate(p.arms):
             preset = a.preset is not None and self._check_preset(ai, a)
-            vals = fast[ai] if fast is not None else list(base)
+            vals = fast_vals[ai] if fast_vals is not None else list(base)
             for name, v in (() if fast is not None else a.knobs.items()):
                 kc = knob_rules.get(name)
                 if kc is None:
@@ -767,8 +872,9 @@ class Executor:
             variants.append(var)
         gi = self._global_idx
         is_global = bool(gi) and any(a[i] != base[i] for a in arms for i in gi)
-        touches = self._check_knob_limits(now, p, arms, is_global, thrash)
-        return arms, variants, is_global, touches
+        if fast is None or not self._limits_clear(now, p, arms, is_global, fast[1]):
+            self._check_knob_limits(now, p, arms, is_global, thrash, self._knob_touches(p, arms, is_global))
+        return arms, variants, is_global
 
     def _check_preset(self, ai: int, a) -> bool:
         """An arm naming a preset must apply exactly that approved entry's bundle and variant."""
@@ -802,31 +908,27 @@ class Executor:
     def _norm(self, vals: Sequence[float]) -> tuple[float, ...]:
         return tuple((v - k.min) / self.ranges[i] for i, (v, k) in enumerate(zip(vals, self.decl.knobs)))
 
-    def _check_knob_limits(self, now: int, p: Proposal, arms, is_global: bool, thrash: dict[str, int]):
-        """Rate, interval, budget and (rollouts only) anti-thrashing rules of every knob the
-        proposal moves. Hysteresis and flips read the directions of *promoted* baseline changes
-        (`ExecState.moves`): a probe or a rolled-back rollout never moved the baseline, so it is
-        neither a reversal nor a flip, and a thrashing cooldown holds rollouts only (a probe
-        leaves the baseline where it is; rate, interval and budget still bound it)."""
-        g, st, base = self.g, self.state, self.state.baseline
-        touches: list[ev.KnobTouch] = []
+    def _share(self, p: Proposal, n_arms: int, is_global: bool) -> float:
+        """The traffic share a knob change is charged at: a rollout's whole, a split probe arm's
+        probe_weight, a global probe's segment."""
+        if p.kind == "rollout":
+            return 1.0
+        return (1.0 / n_arms) if is_global else self.g.rollout.probe_weight
+
+    def _knob_touches(self, p: Proposal, arms, is_global: bool) -> list[tuple[tuple, ev.KnobTouch]]:
+        """(the knob's `_limit_rows` row, what the proposal spends of it) for every allowlisted
+        knob some arm moves, in declaration order. Cost: the largest normalised |arm - baseline|
+        x the traffic share; rollouts also record the signed move and its direction."""
+        base = self.state.baseline
         rollout = p.kind == "rollout"
-        if not rollout:
-            share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
-        else:
-            share = 1.0
-        budget_cut = now - self._budget_ns
-        rate_cut = now - NS
-        limit = self._budget_limit
-        history, thrash_until = st.history, st.thrash_until
-        logs = st.__dict__.get("_logs")
-        if logs is None:
-            logs = st.__dict__["_logs"] = {}
+        share = self._share(p, len(arms), is_global)
         KT = ev.KnobTouch
+        out = []
         n_arms = len(arms)
         a0 = arms[0]
         a1 = arms[1] if n_arms == 2 else None
-        for i, name, ri, min_iv, rate in self._limit_rows:
+        for row in self._limit_rows:
+            i, name, ri = row[0], row[1], row[2]
             bi = base[i]
             if n_arms == 1:
                 m0 = (a0[i] - bi) / ri
@@ -850,6 +952,76 @@ class Executor:
                     continue   # this knob does not move
                 m0 = moves[0]
                 amax = max(map(abs, moves))
+            if rollout:
+                out.append((row, KT(name, amax * share, 1 if m0 > 0 else -1, m0)))
+            else:
+                out.append((row, KT(name, amax * share, 0, 0.0)))
+        return out
+
+    def _limits_clear(self, now: int, p: Proposal, arms, is_global: bool, dmax: float) -> bool:
+        """True when no knob's rate, interval, budget or anti-thrashing rule can refuse `p`,
+        decided from the all-knob aggregate (`_AllLog`) in O(1) instead of one scan per knob.
+        False means "not sure": `_check_knob_limits` then decides knob by knob, so a refusal
+        names the same rule, value and limit as ever. `dmax`: the largest normalised change of
+        any value of `p` (every knob's cost is at most dmax x the share)."""
+        st = self.state
+        d = st.__dict__
+        agg = d.get("_all")
+        if agg is None or agg.of is not st.history:
+            agg = d["_all"] = _AllLog(st.history)
+        if not agg.ordered:
+            return False
+        last = agg.last_t
+        if last is not None:
+            # every knob's last change is at or before `last`, so at least this long ago
+            if now < last or (now - last) / NS < self._max_min_iv:
+                return False
+        rate_cut, budget_cut = now - NS, now - self._budget_ns
+        if rate_cut < agg.cut or budget_cut < agg.cut:
+            return False   # a window reaches back past what the aggregate still holds
+        times = agg.times
+        if len(times) - bisect_right(times, rate_cut) + 1 > self._min_rate:
+            return False
+        approx, err = agg.spend_approx(bisect_right(times, budget_cut))
+        # Each knob's in-order spend is at most the aggregate's in-order sum (float addition is
+        # monotone, its missing entries add exact zeros), which is within err of approx; the
+        # relative slack covers the roundings of the knob's own spend + cost (NaN: not clear).
+        cost = dmax * self._share(p, len(arms), is_global)
+        if not (approx + 2.0 * err + cost) * (1.0 + 16.0 * _U) < self._budget_limit:
+            return False
+        if p.kind == "rollout":
+            if st.thrash_until and max(st.thrash_until.values()) > now:
+                return False
+            if st.moves:   # a reversal of a promoted direction: hysteresis and flips decide
+                base, a0, kidx = st.baseline, arms[0], self.kidx
+                for name in p.arms[0].knobs:
+                    mv = st.moves.get(name)
+                    if mv:
+                        i = kidx[name]
+                        m = (a0[i] - base[i]) / self.ranges[i]
+                        last_dir = mv[-1].direction
+                        if m != 0 and last_dir != 0 and last_dir != (1 if m > 0 else -1):
+                            return False
+        return True
+
+    def _check_knob_limits(self, now: int, p: Proposal, arms, is_global: bool, thrash: dict[str, int],
+                           touched: list) -> None:
+        """Rate, interval, budget and (rollouts only) anti-thrashing rules of every knob the
+        proposal moves (`touched`, from `_knob_touches`), knob by knob in declaration order.
+        Hysteresis and flips read the directions of *promoted* baseline changes
+        (`ExecState.moves`): a probe or a rolled-back rollout never moved the baseline, so it is
+        neither a reversal nor a flip, and a thrashing cooldown holds rollouts only (a probe
+        leaves the baseline where it is; rate, interval and budget still bound it)."""
+        g, st = self.g, self.state
+        rollout = p.kind == "rollout"
+        budget_cut = now - self._budget_ns
+        rate_cut = now - NS
+        limit = self._budget_limit
+        history, thrash_until = st.history, st.thrash_until
+        logs = st.__dict__.get("_logs")
+        if logs is None:
+            logs = st.__dict__["_logs"] = {}
+        for (i, name, _ri, min_iv, rate), kt in touched:
             if rollout and thrash_until:
                 until = thrash_until.get(name, 0)
                 if until > now:
@@ -875,12 +1047,9 @@ class Executor:
             if recent + 1 > rate:
                 raise _Reject("rate_limit", recent + 1, rate,
                               f"knob {name}: {recent + 1} changes within 1 s, rate_limit_hz {rate}")
-            direction, move = 0, 0.0
             if rollout:
-                move = m0
-                direction = 1 if move > 0 else -1
-                self._check_reversal(now, i, name, move, direction, thrash, preset=p.arms[0].preset is not None)
-            cost = amax * share
+                self._check_reversal(now, i, name, kt.move, kt.direction, thrash, preset=p.arms[0].preset is not None)
+            cost = kt.cost
             if lg is None:
                 spent = 0
             elif lg.ordered:
@@ -905,8 +1074,6 @@ class Executor:
                 raise _Reject("budget", round(spent + cost, 9), g.budget.max_change,
                               f"knob {name}: cumulative change {spent + cost:.4g} (normalised x traffic share) within "
                               f"{g.budget.window_s} s would exceed budget {g.budget.max_change}")
-            touches.append(KT(name, cost, direction, move))
-        return touches
 
     def _check_reversal(self, now: int, i: int, name: str, move: float, direction: int, thrash: dict[str, int],
                         preset: bool = False) -> None:
