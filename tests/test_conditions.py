@@ -208,3 +208,24 @@ def test_conditions_hovering_on_a_band_edge_still_make_a_new_regime():
         t += dt
         outs.append(r.update({"load": edge * (1.04 if i % 2 else 0.96)}, t))
     assert "entered" in outs and r.regime in ((24,), (25,))
+
+
+def test_a_step_entered_half_way_is_followed_fast_and_enters_where_the_load_is():
+    """The measured load climbs over a few cycles after a step: the first fast entry may land on
+    an intermediate band; the rest of the rise (relative to where it started) is fast too, and a
+    regime is entered at the band of its latest observation."""
+    r = Regimes(("load",), fast_rise={"load": 2.0})
+    t, dt = 1, 10 * MS
+    r.update({"load": 1000.0}, t)
+    low = r.regime
+    outs = []
+    for load in (2100.0, 2300.0, 5000.0, 9000.0, 9500.0):   # 2.1x, then the rest of a ~9x step
+        t += dt
+        outs.append((r.update({"load": load}, t), r.regime))
+    assert outs[1] == ("entered", (22,))                    # 2300/s: band 22, the latest observation's
+    assert outs[-1][0] == "entered" and outs[-1][1] == (26,) # 9500/s, 40 ms after the step, not 0.25 s
+    assert r.rose_from == low
+    for _ in range(40):                                      # settles: later rises count from here
+        t += dt
+        r.update({"load": 9500.0}, t)
+    assert r.rose_from is None

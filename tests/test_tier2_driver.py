@@ -173,7 +173,7 @@ def test_returning_to_a_regime_proposes_what_was_promoted_there():
         assert abs(v - learned[k]) < abs(before[k] - learned[k])
 
 
-def test_observe_asks_to_cancel_after_a_persisting_regime_change_but_never_for_a_regime_rollout():
+def test_observe_asks_to_cancel_after_a_persisting_regime_change_a_regime_rollout_too():
     d = driver()
     base = {"a": 0.8, "b": 0.1, "n": 2.0}            # the quiet preset already: probes follow
     p = d.next_proposal(base, "", {"load": 100.0})
@@ -184,7 +184,9 @@ def test_observe_asks_to_cancel_after_a_persisting_regime_change_but_never_for_a
     d.on_experiment_end()
     p = d.next_proposal(base, "", {"load": 1000.0})
     assert p.source == "context" and p.arms[0].preset == "busy"
-    assert not any(d.observe({"load": 100.0}, base, "") for _ in range(2 * CONTEXT_PERSIST))
+    assert not any(d.observe({"load": 1000.0}, base, "") for _ in range(2 * CONTEXT_PERSIST))   # its own regime
+    got = [d.observe({"load": 100.0}, base, "") for _ in range(CONTEXT_PERSIST)]   # the load went back for good
+    assert got == [False] * (CONTEXT_PERSIST - 1) + [True]
 
 
 def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():

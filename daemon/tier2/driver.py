@@ -249,13 +249,14 @@ class TuningDriver:
         """Called by the runtime every cycle (whatever Tier 1 is doing, cooldowns included, so a
         regime's persistence time runs from the change itself). Returns True when one of this
         driver's experiments, measured for conditions that are gone, should be cancelled so the
-        new regime's rollout can go first. A regime rollout is never cancelled."""
+        new regime's rollout can go first; that includes a regime rollout once the conditions it
+        was for are gone (a step entered half-way: the preset for the rest of it goes next)."""
         if not self.ctx_fields or not context:
             return False
         self._observe(context, baseline, variant, now_ns)
         self.obs_ns = now_ns
         p = self.pending
-        return p is not None and p.source != "context" and self.regime != self.pending_regime
+        return p is not None and self.regime != self.pending_regime
 
     @property
     def regime(self) -> Optional[tuple]:

@@ -31,7 +31,10 @@ class Regimes:
         fr = fast_rise or {}
         self.fast_rise = tuple(math.log2(fr[f]) / CONTEXT_BAND if f in fr else math.inf for f in self.fields)
         self.regime: Optional[tuple] = None
+        self.rose_from: Optional[tuple] = None   # the regime a run of fast entries started from (a step
+                                                 # may be entered half-way: the rest of it is fast too)
         self.next: Optional[tuple] = None    # a candidate regime and how long it has persisted
+        self.entered_ns = 0
         self.seen = 0
         self.since = 0
 
@@ -54,20 +57,24 @@ class Regimes:
         r = self.regime
         if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
             self.next, self.seen = None, 0
+            if self.rose_from is not None and now_ns - self.entered_ns >= self.persist_ns:
+                self.rose_from = None    # the step has settled: a later rise is measured from here
             return "stay"
         nx = self.next
-        if nx is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, nx)):
-            new = nx     # the same candidate: conditions hovering on a band edge must not restart its persistence
-        else:
-            new = tuple(math.floor(x) for x in u)
-            self.next, self.seen, self.since = new, 0, now_ns
+        if nx is None or not all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, nx)):
+            # a new candidate (conditions hovering on a band edge stay the same one: its persistence goes on)
+            self.next, self.seen, self.since = tuple(math.floor(x) for x in u), 0, now_ns
         self.seen += 1
+        fast = False
         if r is not None:
-            fast = self._rose(u, r)
+            fast = self._rose(u, r) or (self.rose_from is not None and self._rose(u, self.rose_from))
             if self.seen < (min(self.persist, FAST_PERSIST) if fast else self.persist) \
                     or (now_ns and now_ns - self.since < self.persist_ns and not fast):
                 return "pending"
-        self.regime, self.next, self.seen = new, None, 0
+        # enter where the conditions are now (a step is still arriving while it persists)
+        self.rose_from = (self.rose_from or r) if fast else None
+        self.regime, self.next, self.seen = tuple(math.floor(x) for x in u), None, 0
+        self.entered_ns = now_ns
         return "entered"
 
     def _rose(self, u: list[float], r: tuple) -> bool:
