@@ -229,3 +229,35 @@ def test_a_step_entered_half_way_is_followed_fast_and_enters_where_the_load_is()
         t += dt
         r.update({"load": 9500.0}, t)
     assert r.rose_from is None
+
+
+def test_a_fall_after_an_overshoot_is_not_fast():
+    r = Regimes(("load",), fast_rise={"load": 2.0})
+    t, dt = 1, 10 * MS
+    r.update({"load": 1000.0}, t)
+    for load in (4800.0, 5000.0):                 # the step, measured a little high at first
+        t += dt
+        r.update({"load": load}, t)
+    assert r.regime == (24,)
+    outs = []
+    for _ in range(5):                            # the real level: just below 24's hysteresis
+        t += dt
+        outs.append(r.update({"load": 3300.0}, t))
+    assert outs == ["pending"] * 5               # a fall: the full persistence time, even after a fast run
+
+
+def test_a_superseding_regime_whose_choice_is_the_running_preset_does_not_cancel_it():
+    d = TuningDriver(load_guardrails(CFG % "true"), DECL)
+    base = {"a": 0.5, "b": 0.5}
+    t = 1
+    for load in (100.0, 1000.0, 1000.0):
+        t += 10 * MS
+        d.observe({"load": load}, base, "ref", t)
+    p = d.next_proposal(base, "ref", {"load": 1000.0}, t)
+    assert p.source == "context" and p.arms[0].preset == "busy"
+    r1 = d.regime
+    got = []
+    for _ in range(3):                            # the load goes on rising: another regime, same nearest preset
+        t += 10 * MS
+        got.append(d.observe({"load": 3000.0}, base, "ref", t))
+    assert d.regime != r1 and not any(got) and d.pending is p and not d.regime_due()

@@ -256,7 +256,15 @@ class TuningDriver:
         self._observe(context, baseline, variant, now_ns)
         self.obs_ns = now_ns
         p = self.pending
-        return p is not None and self.regime != self.pending_regime
+        if p is None or self.regime == self.pending_regime:
+            return False
+        if p.source == "context" and not self.regime_acted:
+            arm, _ = self._regime_arm(baseline, variant, context)
+            if arm is not None and arm == p.arms[0]:
+                # the new regime's choice is the rollout already running: it serves this one too
+                self.pending_regime, self.regime_acted = self.regime, True
+                return False
+        return True
 
     @property
     def regime(self) -> Optional[tuple]:

@@ -67,7 +67,8 @@ class Regimes:
         self.seen += 1
         fast = False
         if r is not None:
-            fast = self._rose(u, r) or (self.rose_from is not None and self._rose(u, self.rose_from))
+            up = any(x > b + 0.5 for x, b, k in zip(u, r, self.fast_rise) if k != math.inf)   # not a fall
+            fast = up and (self._rose(u, r) or (self.rose_from is not None and self._rose(u, self.rose_from)))
             if self.seen < (min(self.persist, FAST_PERSIST) if fast else self.persist) \
                     or (now_ns and now_ns - self.since < self.persist_ns and not fast):
                 return "pending"
