@@ -28,6 +28,13 @@
  * Batching is per slot: a worker takes the oldest request, then collects up to batch_max
  * requests of the same slot and generation, waiting at most batch_wait_us, so each slot's
  * requests really run under that slot's knobs and variant.
+ *
+ * Late binding: a request is keyed to a view when it arrives; one still queued when a newer
+ * snapshot is published is read again when a worker takes it, and runs and reports under the
+ * new view (settings apply when the work starts, as in a server that reads its config per
+ * dispatch). Requests left from an older snapshot are taken first, oldest first. Without this the
+ * backlog a load step built under a slow variant drained at that variant's speed after the switch
+ * to a cheap one, and every new request waited behind it.
  */
 #include "common.h"
 
@@ -685,11 +692,20 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&Q.cv, &Q.mu, &ts);
             continue;
         }
-        /* the slot with the most worker time left to spend (a slot using less than its share is
-         * served at once; an overloaded one waits for its own credit), oldest head on ties */
+        /* Requests left from an older snapshot go first, oldest first, whatever the credit (they
+         * are bound again below): no new arrivals join them, and a slot whose weight went to 0
+         * (the baseline while a preset bakes at 100%) earns no share, so its backlog would wait
+         * for the next snapshot.
+         * Otherwise the slot with the most worker time left to spend (a slot using less than its
+         * share is served at once; an overloaded one waits for its own credit), oldest head on ties. */
         accrue_credit(mono_ns(), (int)g.knob[K_THREADS]);
         int s = -1, waiting = 0;
         for (int k = 0; k < ARQ_MAX_SLOTS; k++) {
+            request *h = fifo_peek(&Q.q[k]);
+            if (h && h->view.generation != Q.gen && (s < 0 || h->t_arr_ns < fifo_peek(&Q.q[s])->t_arr_ns)) s = k;
+        }
+        const int leftover = s >= 0;
+        for (int k = 0; k < ARQ_MAX_SLOTS && !leftover; k++) {
             request *h = fifo_peek(&Q.q[k]);
             if (!h) continue;
             if (Q.credit_s[k] < -CREDIT_SLACK_S) { waiting = 1; continue; }
@@ -716,6 +732,8 @@ static void *worker_main(void *arg) {
         int n = 0;
         fifo_pop(&Q.q[s], &batch[n++]);
         Q.total--;
+        if (batch[0].view.generation != Q.gen)   /* late binding: see the header */
+            read_view(batch[0].id, &batch[0].view);
         const arq_view *hv = &batch[0].view;
         int bmax = (int)hv->knob[K_BMAX];
         uint64_t wait_end = mono_ns() + (uint64_t)(hv->knob[K_BWAIT] * 1e3);
