@@ -261,3 +261,34 @@ def test_a_superseding_regime_whose_choice_is_the_running_preset_does_not_cancel
         t += 10 * MS
         got.append(d.observe({"load": 3000.0}, base, "ref", t))
     assert d.regime != r1 and not any(got) and d.pending is p and not d.regime_due()
+
+
+def test_a_variant_that_broke_the_sla_in_a_regime_sits_out_its_tournaments_until_conditions_change():
+    from daemon.tier1.model import Evaluation
+    d = TuningDriver(load_guardrails(CFG.replace("variants: true", "variants: true, explore_every: 1") % "true"), DECL)
+    base = {"a": 0.5, "b": 0.5}
+    t = 1
+
+    def tournaments(load, n, breach=False):
+        nonlocal t
+        seen = []
+        for _ in range(n):
+            t += 10 * MS
+            d.observe({"load": load}, base, "ref", t)
+            p = d.next_proposal(base, "ref", {"load": load}, t)
+            if p is None:
+                continue
+            if p.proposal_id.endswith("tournament"):
+                seen.append([a.variant for a in p.arms])
+                d.on_evaluations([Evaluation(p.proposal_id, i, "slo_breach" if breach else "ok", 2.0, 1.0, 100, 4, 0.01)
+                                  for i in range(len(p.arms))])
+            else:
+                d.pending = None
+                d.round += 1
+        return seen
+
+    first = tournaments(120.0, 3, breach=True)
+    assert first and first[0] == ["cheap"]
+    assert tournaments(120.0, 30) == []                 # same regime: cheap broke the SLA here, not tried again
+    assert tournaments(1000.0, 40) == []                # a rise: variants held (see above)
+    assert tournaments(120.0, 80)                       # back down, a new regime: tried again

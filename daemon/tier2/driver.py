@@ -428,9 +428,12 @@ class TuningDriver:
                 i = self.variants.index(v)
                 if e.status == "slo_breach":
                     self.bandit.update(i, -1.0, feasible=False)
-                    # one breaching arm aborts the whole tournament: leave it out for a while so
-                    # the others can be measured (the load may change; it comes back later)
-                    self.blocked[v] = self.round + BLOCK_ROUNDS
+                    # one breaching arm aborts the whole tournament: leave it out so the others
+                    # can be measured. With conditions (tuning.context), for the rest of this
+                    # regime: SLA first, a variant that broke the SLA here is not tried again until
+                    # the conditions change (each try costs 10 % of the traffic its breach);
+                    # without, for a few rounds (the load may change; it comes back later)
+                    self.blocked[v] = math.inf if self.ctx_fields else self.round + BLOCK_ROUNDS
                 elif e.objective is not None and e.baseline_objective is not None:
                     rel = -sign * (e.objective - e.baseline_objective) / (abs(e.baseline_objective) or 1.0)
                     self.bandit.update(i, rel, feasible=e.status != "regression")
