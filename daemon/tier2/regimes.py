@@ -2,9 +2,9 @@
 
 Each `tuning.context` field (a telemetry mean such as the offered load) is placed on a log2 scale
 in bands of CONTEXT_BAND; a regime is the tuple of band indices. Hysteresis: the current regime is
-kept while every field stays within 3/4 of a band of its centre. A new regime must persist for
-CONTEXT_PERSIST observations and, when the caller passes a clock, for CONTEXT_PERSIST_S (a load
-burst is not new conditions). Fast attack, slow release: a field named in `fast_rise` that rose by
+kept while every field stays within 3/4 of a band of its centre. The conditions must stay outside
+it for CONTEXT_PERSIST observations and, when the caller passes a clock, for CONTEXT_PERSIST_S (a
+load burst is not new conditions); the regime entered is the band of the latest observation. Fast attack, slow release: a field named in `fast_rise` that rose by
 at least its factor over the current regime's centre (`tuning.context_fast_rise`, e.g. the offered
 load doubling) counts after FAST_PERSIST observations without the persistence time: a load step
 breaks the SLA within tens of milliseconds, so waiting a quarter second to be sure costs more than
@@ -33,7 +33,7 @@ class Regimes:
         self.regime: Optional[tuple] = None
         self.rose_from: Optional[tuple] = None   # the regime a run of fast entries started from (a step
                                                  # may be entered half-way: the rest of it is fast too)
-        self.next: Optional[tuple] = None    # a candidate regime and how long it has persisted
+        self.next: Optional[tuple] = None    # set while outside the current regime: the band first seen there
         self.entered_ns = 0
         self.seen = 0
         self.since = 0
@@ -60,9 +60,10 @@ class Regimes:
             if self.rose_from is not None and now_ns - self.entered_ns >= self.persist_ns:
                 self.rose_from = None    # the step has settled: a later rise is measured from here
             return "stay"
-        nx = self.next
-        if nx is None or not all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, nx)):
-            # a new candidate (conditions hovering on a band edge stay the same one: its persistence goes on)
+        if self.next is None:
+            # outside the current regime: persistence counts from here, wherever outside the
+            # conditions go next (a load on the edge between two bands jitters across it from one
+            # cycle to the next: a new band each time would restart the count for ever)
             self.next, self.seen, self.since = tuple(math.floor(x) for x in u), 0, now_ns
         self.seen += 1
         fast = False
