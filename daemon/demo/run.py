@@ -47,10 +47,10 @@ BEST_STATIC = Path(__file__).with_name("best_static.json")
 # Seconds per arm at the default duration: `all` is universe (arms in parallel) + 3 x serve.
 DEFAULT_SECONDS = {"universe": 32.0, "serve": 16.0}   # make demo from a fresh clone (build included) < 3 min
 STATUS_EVERY_S = 0.1        # data plane status interval = the resolution of every timed figure here
-INJECT_AT = {"universe": 0.62, "serve": 0.36}   # fraction of the run (inside a phase, away from its edges)
+INJECT_AT = {"universe": 0.62, "serve": 0.30}   # fraction of the run (inside a phase, away from its edges)
 # ...postponed while arqond is in the middle of a rollout (its canary or bake can last seconds and
 # the bad candidate would go live in the next phase, where it may not be bad), at most until this
-INJECT_BY = {"universe": 0.70, "serve": 0.44}
+INJECT_BY = {"universe": 0.70, "serve": 0.36}   # serve: the high phase is 0.25-0.5; a queued proposal waits for idle
 RETRY_INJECTION = ("max_delta", "bounds", "hysteresis", "no_change", "cooldown", "min_interval", "rate_limit",
                    "one_experiment_per_scope", "quarantine")   # serve: fp32 sits out 1 s after a probe breach
 RECONVERGE_LIMIT_S = 3.0    # floor: back within 5% of the best static setting within 3 s
