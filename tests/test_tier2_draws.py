@@ -62,10 +62,10 @@ def test_block_boundaries():
     assert big == blocks[2][:40].tolist() and u == blocks[3][:5].tolist()
 
 
-def test_betas_and_gammas_draw_once_per_request_when_nothing_is_rejected():
-    # The point of per-request blocks: one Generator call per stream per request (no refill landing on
-    # a later step), unless a squeeze rejection runs past the slack.
-    rng, dr = np.random.Generator(np.random.PCG64(11)), Draws()
+def test_per_request_blocks_draw_once_per_request_unless_the_slack_runs_out():
+    # block = 0: one Generator call per stream per request (nothing drawn ahead for a later step),
+    # unless squeeze rejections run past the slack.
+    rng, dr = np.random.Generator(np.random.PCG64(11)), Draws(block=0)
     calls = []
     real_n, real_u = dr._refill_n, dr._refill_u
     dr._refill_n = lambda r, k: calls.append("n") or real_n(r, k)
