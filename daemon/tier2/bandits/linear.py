@@ -61,8 +61,9 @@ class _LinearArms(Bandit):
         (no solve, no decomposition), and select() is one batched matvec V = E x plus one dot.
 
     discount < 1: A_a = ridge I + scale * G_a and b_a = scale * h_a (kept side by side as
-        GH[a] = [G_a | h_a]) with ``scale`` = gamma^t shared by every arm, so discounting all arms is one multiply of scale (folded back into G and h before
-        it underflows); an update adds x x' / scale and r x / scale to the played arm only. The ridge
+        GH[a] = [G_a | h_a]) with ``scale`` = gamma^t shared by every arm, so discounting all arms is
+        one multiply of scale (folded back into GH before it underflows); an update adds x x' / scale
+        and r x / scale to the played arm only, one rank-one add to GH[a]. The ridge
         term is not discounted, so A_a^{-1} changes for every arm at every step: select() solves
         (ridge / scale I + G_a) y_a = x for all arms in one batched LU call (LAPACK gesv), then
         x.theta_a = h_a.y_a and x'A_a^{-1}x = x.y_a / scale. (A kept eigendecomposition of G_a would
