@@ -2,7 +2,7 @@
 
 Everything here is pure: no clock reads (a clock is only ever *passed in*), no files, no global RNG.
 
-Save format (bytes, msgpack via msgspec): ``{"format": "arqond.tier2", "version": 3, "kind": <kind>,
+Save format (bytes, msgpack via msgspec): ``{"format": "arqond.tier2", "version": 2, "kind": <kind>,
 "class": <class name>, "state": <encoded attributes>}``. The state is the object's whole attribute dict,
 encoded exactly (numpy arrays as raw bytes, the PCG64 bit-generator state with its 128-bit integers), so a
 loaded object continues byte-identically: same asks, same selections, same next save().
@@ -17,9 +17,7 @@ import msgspec
 import numpy as np
 
 FORMAT = "arqond.tier2"
-FORMAT_VERSION = 3  # 2: arm statistics as float lists, Draws blocks, optimizer state in user units;
-# 3: discounted linear arms keep [G | h] as one array
-READS = (2, 3)  # versions load() accepts; an older blob is brought up to date by its class's _upgrade
+FORMAT_VERSION = 2  # 2: arm statistics as float lists, Draws blocks, optimizer state in user units
 
 
 class Reason(str, enum.Enum):
@@ -413,9 +411,6 @@ def _restore(cls_name: str, attrs: dict) -> Any:
 class Saveable:
     """Mixin: save() -> bytes holding the whole state, RNG included."""
 
-    def _upgrade(self, version: int) -> None:
-        """Bring the state of a blob of an older readable ``version`` up to date (load() calls it)."""
-
     def save(self) -> bytes:
         return msgspec.msgpack.encode(
             {
@@ -436,15 +431,12 @@ def load(blob: bytes, clock: Clock | None = None) -> Any:
         raise ValueError(f"tier2 load: blob is not a tier2 save ({e}); nothing was restored") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"tier2 load: expected format {FORMAT!r}; nothing was restored")
-    version = doc.get("version")
-    if version not in READS:
+    if doc.get("version") != FORMAT_VERSION:
         raise ValueError(
-            f"tier2 load: blob version {version!r}, this build reads {', '.join(map(str, READS))}; "
+            f"tier2 load: blob version {doc.get('version')!r}, this build reads {FORMAT_VERSION}; "
             "nothing was restored"
         )
     obj = _restore(doc["class"], doc["state"])
-    if version != FORMAT_VERSION:
-        obj._upgrade(version)
     if clock is not None:
         obj.clock = clock
     return obj

@@ -60,26 +60,24 @@ class _LinearArms(Bandit):
         ((d + 1) x d). An update is a Sherman-Morrison / recursive-least-squares step on the played arm
         (no solve, no decomposition), and select() is one batched matvec V = E x plus one dot.
 
-    discount < 1: A_a = ridge I + scale * G_a and b_a = scale * h_a (kept side by side as
-        GH[a] = [G_a | h_a]) with ``scale`` = gamma^t shared by every arm, so discounting all arms is
-        one multiply of scale (folded back into GH before it underflows); an update adds x x' / scale
-        and r x / scale to the played arm only, one rank-one add to GH[a]. The ridge
+    discount < 1: A_a = ridge I + scale * G_a and b_a = scale * h_a with ``scale`` = gamma^t shared by
+        every arm, so discounting all arms is one multiply of scale (folded back into G and h before
+        it underflows); an update adds x x' / scale and r x / scale to the played arm only. The ridge
         term is not discounted, so A_a^{-1} changes for every arm at every step: select() solves
         (ridge / scale I + G_a) y_a = x for all arms in one batched LU call (LAPACK gesv), then
         x.theta_a = h_a.y_a and x'A_a^{-1}x = x.y_a / scale. (A kept eigendecomposition of G_a would
         make select() a few calls cheaper but cost one eigh per update, more than the solve. Rank-one
         inverse updates with the ridge put back only every R steps were tried as well: the ridge
         fading between restorations cost 10-45 % more regret on the bench's drifting problem at any
-        R rare enough to keep the restoration, a batched inverse and solve, out of the p99.)
+        R rare enough to keep the restoration, a batched inverse and solve, out of the p99. Keeping G
+        and h side by side in one array saved an outer product per update but made select()'s solve
+        input and dot strided views: ~1 us slower per step, measured.)
     """
 
     contextual = True
-    _transient = Bandit._transient + ("_hot", "xe")
-    _hot: tuple | None = None  # (x as a list, V, x'P x per arm) from the last select; see _scores
-    # Scratch (d + 1,), made on first use: [x, 0] without discount (V @ xe = x'P x per arm), else
-    # [x, r] / sqrt(scale) for the update. Fully rewritten before each use, so never saved.
-    xe: np.ndarray | None = None
-    FOLD_BELOW = 1e-100  # fold scale into GH below this (1/scale stays far from overflow)
+    _transient = Bandit._transient + ("_hot",)
+    _hot: tuple | None = None  # (x.tobytes(), V, x'P x per arm) from the last select; see _scores
+    FOLD_BELOW = 1e-100  # fold scale into G and h below this (1/scale stays far from overflow)
 
     def _init_linear(self, n_arms, seed, cfg, clock):
         if cfg.dim < 1:
@@ -99,30 +97,29 @@ class _LinearArms(Bandit):
         if not self.discounted:
             self.E = np.zeros((k, d + 1, d))
             self.E[:, :d] = np.eye(d) / cfg.ridge
+            self.xe = np.zeros(d + 1)  # scratch: [x, 0], so that V @ xe = x'P x per arm
         else:
-            self.GH = np.zeros((k, d, d + 1))  # [G_a | h_a]: an update is one rank-one add to it
+            self.G = np.zeros((k, d, d))
+            self.h = np.zeros((k, d))
             self.eye = np.eye(d)
 
     def _scores(self, x) -> tuple[list, list]:
         """(x.theta_a, scale * x'A_a^{-1}x) per arm, as lists.
 
-        Without discount the batched matvec V = E x is kept (with x as a list) until the next update:
-        an update with the same context, the usual select -> update pair, takes its arm's
+        Without discount the batched matvec V = E x is kept (with the bytes of x) until the next
+        update: an update with the same context, the usual select -> update pair, takes its arm's
         [P x, x.theta] and x'P x from there instead of computing them again. It is transient: an
         update without it (after load, or for another context) calls this method, so both paths run
         the same arithmetic and a loaded bandit continues byte-identically."""
         if not self.discounted:
             V = self.E @ x  # (k, d + 1): [P_a x, x.theta_a]
             xe = self.xe
-            if xe is None:
-                xe = self.xe = np.zeros(self.dim + 1)
             xe[:-1] = x
             mu, q = V[:, -1].tolist(), (V @ xe).tolist()
-            self._hot = (x.tolist(), V, q)
+            self._hot = (x.tobytes(), V, q)
             return mu, q
-        GH, d = self.GH, self.dim
-        y = _solve(GH[:, :, :d] + (self.cfg.ridge / self.scale) * self.eye, x)  # (k, d)
-        return _rowdot(y, GH[:, :, d]).tolist(), _rowdot(y, x).tolist()
+        y = _solve(self.G + (self.cfg.ridge / self.scale) * self.eye, x)  # (k, d)
+        return _rowdot(y, self.h).tolist(), _rowdot(y, x).tolist()
 
     def _signal(self, arm, r, x) -> float:
         return r - self.predict_arm(arm, x)
@@ -130,9 +127,8 @@ class _LinearArms(Bandit):
     def predict_arm(self, arm: int, x) -> float:
         if not self.discounted:
             return float(self.E[arm, -1] @ x)
-        GH, d = self.GH, self.dim
-        y = _solve(GH[arm, :, :d] + (self.cfg.ridge / self.scale) * self.eye, x)
-        return float(y @ GH[arm, :, d])
+        y = _solve(self.G[arm] + (self.cfg.ridge / self.scale) * self.eye, x)
+        return float(y @ self.h[arm])
 
     def _update(self, arm, r, x, feasible) -> None:
         self.plays[arm] += 1
@@ -142,7 +138,7 @@ class _LinearArms(Bandit):
             # rank-one update of E = [P; theta']: E -= u w' with w = v / sqrt(den) and
             # u = [w; (x.theta - r) / sqrt(den)] (w w' exactly symmetric).
             hot = self._hot
-            if hot is None or hot[0] != x.tolist():
+            if hot is None or hot[0] != x.tobytes():
                 self._scores(x)
                 hot = self._hot
             self._hot = None  # E changes below
@@ -154,19 +150,16 @@ class _LinearArms(Bandit):
             return
         s = self.scale * self.cfg.discount
         if s < self.FOLD_BELOW:
-            self.GH *= s
+            self.G *= s
+            self.h *= s
             s = 1.0
         self.scale = s
-        # G += xs xs' = x x' / scale (exactly symmetric) and h += r x / scale = (r / sqrt(scale)) xs:
-        # one outer product xs [xs, r / sqrt(scale)]'.
-        c = math.sqrt(1.0 / s)
-        xe = self.xe
-        if xe is None:
-            xe = self.xe = np.zeros(self.dim + 1)
-        xs = np.multiply(x, c, out=xe[:-1])
-        xe[-1] = r * c
-        GH = self.GH[arm]
-        GH += np.multiply.outer(xs, xe)
+        inv = 1.0 / s
+        xs = x * math.sqrt(inv)  # G += xs xs' = x x' / scale, exactly symmetric
+        G = self.G[arm]
+        G += np.multiply.outer(xs, xs)
+        h = self.h[arm]
+        h += (r * inv) * x
 
     def _reset_arm(self, arm) -> None:
         self._hot = None
@@ -175,18 +168,8 @@ class _LinearArms(Bandit):
             self.E[arm, :d] = np.eye(d) / self.cfg.ridge
             self.E[arm, d] = 0.0
             return
-        self.GH[arm] = 0.0
-
-    def _upgrade(self, version: int) -> None:
-        """A version-2 blob kept a discounted model as G and h: the same numbers, side by side now."""
-        if version < 3 and "G" in self.__dict__:
-            old = dict(self.__dict__)
-            self.__dict__.clear()
-            for k, v in old.items():  # in the order a new object has them: it saves the same bytes
-                if k == "G":
-                    self.GH = np.concatenate([v, old["h"][:, :, None]], axis=2)
-                elif k != "h":
-                    setattr(self, k, v)
+        self.G[arm] = 0.0
+        self.h[arm] = 0.0
 
     def _mean_sd(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(x.theta_a, sqrt(x'A_a^{-1}x)) per arm."""
