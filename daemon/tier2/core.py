@@ -140,8 +140,9 @@ class Draws:
     and its cost grows with the block. For a 10-arm Beta Thompson step (20 normals and 20 uniforms)
     interleaved replays (min over 9 of per-step CPU) gave p50/p99 16.5/20.7 us drawing per request
     (block 0), 14.2/19.0 with block 64, 13.0/20.2 with 128, 12.2/29.2 with 256: 64 to 128 are
-    equally good within the host's noise, so the default stays 128, as before. The Generator is passed in on every call, never stored here (it stays the
-    component's one ``rng`` and is saved once).
+    equally good within the host's noise, so the default stays 128, as before. The Generator is
+    passed in on every call, never stored here (it stays the component's one ``rng`` and is saved
+    once).
 
     Determinism: the numbers depend only on the seed, ``block`` and the sequence of requests. The
     current block and position are part of the saved state, so a loaded component continues with the
