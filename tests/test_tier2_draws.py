@@ -32,27 +32,49 @@ def test_betas_have_the_beta_mean_and_variance(a, b):
 
 def test_fast_and_slow_gamma_paths_are_one_stream():
     # gammas() takes the squeeze-accepted draws inline and hands everything else to _gamma_slow from the
-    # same position: drawing shape by shape through _gamma_slow alone must give the same numbers.
+    # same position: drawing shape by shape through _gamma_slow alone must give the same numbers. One
+    # block holds every number either side takes, so both read the same stream.
     shapes = [0.3, 1.0, 1.7, 5.0, 0.9, 60.0] * 30
     r1, r2 = np.random.Generator(np.random.PCG64(3)), np.random.Generator(np.random.PCG64(3))
-    d1, d2 = Draws(), Draws()
+    d1, d2 = Draws(block=4096), Draws(block=4096)
     fast = d1.gammas(r1, shapes)
     slow = [d2._gamma_slow(r2, a) for a in shapes]
-    assert fast == slow
+    assert fast == slow and d1.nb.size == d2.nb.size == 4096
 
 
 def test_block_boundaries():
+    # A request that does not fit in what is left draws a fresh block of max(block, k + SLACK).
     rng = np.random.Generator(np.random.PCG64(1))
     dr = Draws(block=16)
-    first = dr.normals(rng, 10)
-    rest = dr.normals(rng, 10)  # does not fit in what is left: a fresh block, no straddling
-    assert len(first) == len(rest) == 10 and dr.ni == 10
-    big = dr.normals(rng, 40)  # larger than the block: one block of 40
+    sl = Draws.SLACK
+    first = dr.normals(rng, 10)  # block of 10 + slack
+    rest = dr.normals(rng, 10)  # fits in the slack: same block
+    third = dr.normals(rng, 10)  # does not fit in what is left: a fresh block, no straddling
+    assert len(first) == len(rest) == len(third) == 10 and dr.ni == 10
+    big = dr.normals(rng, 40)  # larger than the block: 40 + slack
     u = dr.uniforms(rng, 5)
     ref = np.random.Generator(np.random.PCG64(1))
-    blocks = [ref.standard_normal(16), ref.standard_normal(16), ref.standard_normal(40), ref.random(16)]
-    assert first == blocks[0][:10].tolist() and rest == blocks[1][:10].tolist()
-    assert big == blocks[2].tolist() and u == blocks[3][:5].tolist()
+    blocks = [ref.standard_normal(max(16, 10 + sl)), ref.standard_normal(max(16, 10 + sl)),
+              ref.standard_normal(40 + sl), ref.random(max(16, 5 + sl))]
+    if 10 + 10 <= 10 + sl:
+        assert first == blocks[0][:10].tolist() and rest == blocks[0][10:20].tolist()
+        assert third == blocks[1][:10].tolist()
+    assert big == blocks[2][:40].tolist() and u == blocks[3][:5].tolist()
+
+
+def test_per_request_blocks_draw_once_per_request_unless_the_slack_runs_out():
+    # block = 0: one Generator call per stream per request (nothing drawn ahead for a later step),
+    # unless squeeze rejections run past the slack.
+    rng, dr = np.random.Generator(np.random.PCG64(11)), Draws(block=0)
+    calls = []
+    real_n, real_u = dr._refill_n, dr._refill_u
+    dr._refill_n = lambda r, k: calls.append("n") or real_n(r, k)
+    dr._refill_u = lambda r, k: calls.append("u") or real_u(r, k)
+    for _ in range(200):
+        calls.clear()
+        dr.betas(rng, [3.0] * 10, [9.0] * 10, 1.0, 1.0, 1.0)
+        assert calls.count("n") <= 2 and calls.count("u") <= 2
+        assert calls[:2] == ["n", "u"]  # the request's own block comes first, whatever is left over
 
 
 def test_thompson_save_mid_block_continues_and_saves_identically():

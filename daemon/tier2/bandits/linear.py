@@ -66,10 +66,17 @@ class _LinearArms(Bandit):
         term is not discounted, so A_a^{-1} changes for every arm at every step: select() solves
         (ridge / scale I + G_a) y_a = x for all arms in one batched LU call (LAPACK gesv), then
         x.theta_a = h_a.y_a and x'A_a^{-1}x = x.y_a / scale. (A kept eigendecomposition of G_a would
-        make select() a few calls cheaper but cost one eigh per update, more than the solve.)
+        make select() a few calls cheaper but cost one eigh per update, more than the solve. Rank-one
+        inverse updates with the ridge put back only every R steps were tried as well: the ridge
+        fading between restorations cost 10-45 % more regret on the bench's drifting problem at any
+        R rare enough to keep the restoration, a batched inverse and solve, out of the p99. Keeping G
+        and h side by side in one array saved an outer product per update but made select()'s solve
+        input and dot strided views: ~1 us slower per step, measured.)
     """
 
     contextual = True
+    _transient = Bandit._transient + ("_hot",)
+    _hot: tuple | None = None  # (x.tobytes(), V, x'P x per arm) from the last select; see _scores
     FOLD_BELOW = 1e-100  # fold scale into G and h below this (1/scale stays far from overflow)
 
     def _init_linear(self, n_arms, seed, cfg, clock):
@@ -97,12 +104,20 @@ class _LinearArms(Bandit):
             self.eye = np.eye(d)
 
     def _scores(self, x) -> tuple[list, list]:
-        """(x.theta_a, scale * x'A_a^{-1}x) per arm, as lists."""
+        """(x.theta_a, scale * x'A_a^{-1}x) per arm, as lists.
+
+        Without discount the batched matvec V = E x is kept (with the bytes of x) until the next
+        update: an update with the same context, the usual select -> update pair, takes its arm's
+        [P x, x.theta] and x'P x from there instead of computing them again. It is transient: an
+        update without it (after load, or for another context) calls this method, so both paths run
+        the same arithmetic and a loaded bandit continues byte-identically."""
         if not self.discounted:
             V = self.E @ x  # (k, d + 1): [P_a x, x.theta_a]
             xe = self.xe
             xe[:-1] = x
-            return V[:, -1].tolist(), (V @ xe).tolist()
+            mu, q = V[:, -1].tolist(), (V @ xe).tolist()
+            self._hot = (x.tobytes(), V, q)
+            return mu, q
         y = _solve(self.G + (self.cfg.ridge / self.scale) * self.eye, x)  # (k, d)
         return _rowdot(y, self.h).tolist(), _rowdot(y, x).tolist()
 
@@ -122,16 +137,16 @@ class _LinearArms(Bandit):
             # theta += (r - x.theta) / den * v (= P_new (b + r x), without keeping b). Both are one
             # rank-one update of E = [P; theta']: E -= u w' with w = v / sqrt(den) and
             # u = [w; (x.theta - r) / sqrt(den)] (w w' exactly symmetric).
-            Ea = self.E[arm]
-            u = Ea @ x  # [P x, x.theta]
-            ul = u.tolist()
-            den = 1.0
-            for a, b in zip(ul, x.tolist()):
-                den += a * b
-            c = 1.0 / math.sqrt(den)
+            hot = self._hot
+            if hot is None or hot[0] != x.tobytes():
+                self._scores(x)
+                hot = self._hot
+            self._hot = None  # E changes below
+            u = hot[1][arm]  # [P x, x.theta]: a row of V, which is not used again
+            c = 1.0 / math.sqrt(1.0 + hot[2][arm])  # den = 1 + x'P x
             u *= c
             u[-1] -= r * c
-            Ea -= np.multiply.outer(u, u[:-1])
+            self.E[arm] -= np.multiply.outer(u, u[:-1])
             return
         s = self.scale * self.cfg.discount
         if s < self.FOLD_BELOW:
@@ -147,6 +162,7 @@ class _LinearArms(Bandit):
         h += (r * inv) * x
 
     def _reset_arm(self, arm) -> None:
+        self._hot = None
         d = self.dim
         if not self.discounted:
             self.E[arm, :d] = np.eye(d) / self.cfg.ridge
