@@ -168,22 +168,38 @@ def test_a_fast_rise_factor_must_name_a_context_field_and_exceed_one():
     assert "tuning.context_fast_rise.lat" in msg and "one of tuning.context (load)" in msg
 
 
+class Drive:
+    """A driver that explores variants every round, called every 10 ms as the runtime does
+    (observe, then next_proposal) at a given load; `calls` yields its proposals."""
+
+    def __init__(self):
+        self.d = TuningDriver(load_guardrails(CFG.replace("variants: true", "variants: true, explore_every: 1") % "true"),
+                              DECL)
+        self.t, self.base = 1, {"a": 0.5, "b": 0.5}
+
+    def calls(self, load, n):
+        for _ in range(n):
+            self.t += 10 * MS
+            self.d.observe({"load": load}, self.base, "ref", self.t)
+            p = self.d.next_proposal(self.base, "ref", {"load": load}, self.t)
+            if p is not None:
+                yield p
+
+    def finish(self, p):
+        """As if Tier 1 ended `p` without evaluations, a probe round gone by."""
+        self.d.pending = None
+        self.d.round += 1
+
+
 def test_entering_by_a_rise_holds_variant_tournaments_a_fall_does_not():
-    d = TuningDriver(load_guardrails(CFG.replace("variants: true", "variants: true, explore_every: 1") % "true"), DECL)
-    base = {"a": 0.5, "b": 0.5}
-    t = 1
+    dr = Drive()
+    d = dr.d
 
     def proposals(load, n):
-        nonlocal t
         out = []
-        for _ in range(n):
-            t += 10 * MS
-            d.observe({"load": load}, base, "ref", t)
-            p = d.next_proposal(base, "ref", {"load": load}, t)
-            if p is not None:
-                out.append(p)
-                d.pending = None      # as if Tier 1 finished it without evaluations
-                d.round += 1          # a probe round went by
+        for p in dr.calls(load, n):
+            out.append(p)
+            dr.finish(p)
         return out
 
     low = proposals(100.0, 30)
@@ -265,26 +281,17 @@ def test_a_superseding_regime_whose_choice_is_the_running_preset_does_not_cancel
 
 def test_a_variant_that_broke_the_sla_in_a_regime_sits_out_its_tournaments_until_conditions_change():
     from daemon.tier1.model import Evaluation
-    d = TuningDriver(load_guardrails(CFG.replace("variants: true", "variants: true, explore_every: 1") % "true"), DECL)
-    base = {"a": 0.5, "b": 0.5}
-    t = 1
+    dr = Drive()
 
     def tournaments(load, n, breach=False):
-        nonlocal t
         seen = []
-        for _ in range(n):
-            t += 10 * MS
-            d.observe({"load": load}, base, "ref", t)
-            p = d.next_proposal(base, "ref", {"load": load}, t)
-            if p is None:
-                continue
+        for p in dr.calls(load, n):
             if p.proposal_id.endswith("tournament"):
                 seen.append([a.variant for a in p.arms])
-                d.on_evaluations([Evaluation(p.proposal_id, i, "slo_breach" if breach else "ok", 2.0, 1.0, 100, 4, 0.01)
-                                  for i in range(len(p.arms))])
+                dr.d.on_evaluations([Evaluation(p.proposal_id, i, "slo_breach" if breach else "ok", 2.0, 1.0, 100, 4, 0.01)
+                                     for i in range(len(p.arms))])
             else:
-                d.pending = None
-                d.round += 1
+                dr.finish(p)
         return seen
 
     first = tournaments(120.0, 3, breach=True)

@@ -38,16 +38,20 @@ class ScanExecutor(Executor):
     def _limits_clear(self, now, p, arms, is_global, dmax):
         return False   # every proposal scans every knob's history
 
-    def _knob_touches(self, p, arms, is_global):
+    def _moved(self, arms):
+        """(index, rule, normalised moves of every arm) of each allowlisted knob some arm moves."""
         base = self.state.baseline
-        share = 1.0 if p.kind == "rollout" else (1.0 / len(arms)) if is_global else self.g.rollout.probe_weight
-        out = []
         for i, rk in enumerate(self.rk):
             if rk is None:
                 continue
             moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
-            if all(m == 0 for m in moves):
-                continue
+            if any(m != 0 for m in moves):
+                yield i, rk, moves
+
+    def _knob_touches(self, p, arms, is_global):
+        share = 1.0 if p.kind == "rollout" else (1.0 / len(arms)) if is_global else self.g.rollout.probe_weight
+        out = []
+        for i, rk, moves in self._moved(arms):
             direction, move = 0, 0.0
             if p.kind == "rollout":
                 move = moves[0]
@@ -63,12 +67,7 @@ class ScanExecutor(Executor):
             share = (1.0 / len(arms)) if is_global else g.rollout.probe_weight
         else:
             share = 1.0
-        for i, rk in enumerate(self.rk):
-            if rk is None:
-                continue
-            moves = [(a[i] - base[i]) / self.ranges[i] for a in arms]
-            if all(m == 0 for m in moves):
-                continue
+        for i, rk, moves in self._moved(arms):
             name = rk.name
             hist = st_.history.get(name, [])
             until = st_.thrash_until.get(name, 0)
