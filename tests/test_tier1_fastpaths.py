@@ -60,7 +60,7 @@ class ScanExecutor(Executor):
         return out
 
     def _check_knob_limits(self, now, p, arms, is_global, thrash, touched):
-        g, st_, base = self.g, self.state, self.state.baseline
+        g, st_ = self.g, self.state
         at = g.anti_thrashing
         touches = []
         if p.kind == "probe":
