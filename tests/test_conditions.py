@@ -177,11 +177,11 @@ class Drive:
                               DECL)
         self.t, self.base = 1, {"a": 0.5, "b": 0.5}
 
-    def calls(self, load, n):
+    def calls(self, load, n, variant="ref"):
         for _ in range(n):
             self.t += 10 * MS
-            self.d.observe({"load": load}, self.base, "ref", self.t)
-            p = self.d.next_proposal(self.base, "ref", {"load": load}, self.t)
+            self.d.observe({"load": load}, self.base, variant, self.t)
+            p = self.d.next_proposal(self.base, variant, {"load": load}, self.t)
             if p is not None:
                 yield p
 
@@ -299,3 +299,16 @@ def test_a_variant_that_broke_the_sla_in_a_regime_sits_out_its_tournaments_until
     assert tournaments(120.0, 30) == []                 # same regime: cheap broke the SLA here, not tried again
     assert tournaments(1000.0, 40) == []                # a rise: variants held (see above)
     assert tournaments(120.0, 80)                       # back down, a new regime: tried again
+
+
+@pytest.mark.parametrize("load,explored", [(150.0, True), (250.0, False)])
+def test_a_variant_is_not_explored_at_twice_the_load_it_was_approved_for(load, explored):
+    """ref's entry names load 100: with the baseline on the cheap variant, a tournament may run
+    ref at 1.5x that load, not at 2.5x (context_fast_rise load: 2)."""
+    dr = Drive()
+    seen = set()
+    for p in dr.calls(load, 60, variant="cheap"):
+        if p.proposal_id.endswith("tournament"):
+            seen.update(a.variant for a in p.arms)
+        dr.finish(p)
+    assert ("ref" in seen) is explored

@@ -113,6 +113,7 @@ class TuningDriver:
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
         self.hold_variants = False         # no variant exploration in this regime (entered by a fast-rise field rising)
+        self.conditions: dict[str, float] = {}   # the last context observed
         # Warm the first-call paths now, at attach, not inside the first decision: the first
         # optimizer imports numpy.random (~25 ms). The throwaway changes no state.
         if self.names:
@@ -271,6 +272,7 @@ class TuningDriver:
         return self.regimes.regime
 
     def _observe(self, context: dict[str, float], baseline: dict[str, float], variant: str, now_ns: int = 0) -> None:
+        self.conditions = context
         r = self.regimes.regime
         what = self.regimes.update(context, now_ns)
         if what in ("unknown", "pending"):
@@ -332,11 +334,25 @@ class TuningDriver:
                                     note=f"relative reward {means[best]:.4g}")
         if self.round % self.cfg.explore_every != 0 or self.pending_kind == "variant_probe" or self.hold_variants:
             return None
-        others = [v for v in self.variants if v != baseline_variant and v not in self.blocked][: MAX_SLOTS - 1]
+        others = [v for v in self.variants if v != baseline_variant and v not in self.blocked
+                  and not self._beyond_approval(v)][: MAX_SLOTS - 1]
         if not others:
             return None
         return Proposal(self._new_id("tournament"), "probe", tuple(Arm(variant=v) for v in others),
                         source=f"bandit:{self.cfg.bandit}", seed=self.cfg.seed, note="variant tournament")
+
+    def _beyond_approval(self, variant: str) -> bool:
+        """The conditions are at least the fast-rise factor beyond every approved context of
+        `variant` (tuning.context_fast_rise): it was found best, and approved, for lighter
+        conditions, and a tournament there runs it at 10 % of the traffic where it cannot keep up
+        (serve: fp32, approved at 0.2 fp32 capacities, under the medium phase's 0.5 and its bursts).
+        A variant with no approved context is explored anywhere."""
+        fr, now = self.cfg.context_fast_rise, self.conditions
+        scopes = [c.context for c in self.presets if c.variant == variant and not c.knobs]
+        if not fr or not now or not scopes:
+            return False
+        return all(any(f in ctx and ctx[f] > 0 and now.get(f, 0.0) >= k * ctx[f] for f, k in fr.items())
+                   for ctx in scopes)
 
     def _current(self) -> np.ndarray:
         """The point to roll out: the optimizer's current iterate when it has one (a short
