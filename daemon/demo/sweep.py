@@ -181,8 +181,8 @@ def approved_variants() -> tuple[str, ...]:
 
 def serve_capacity(seed: int = 1, repeats: int = 3) -> float:
     """fp32 requests per CPU-second of one worker, as the serve data plane measures it at startup
-    (thread CPU time, median of 5 chunks), the best of `repeats` starts: preemption does not
-    count, but a neighbour thrashing the shared cache makes a start read up to 40% low. Every
+    (thread CPU time, the fastest of 24 chunks), the best of `repeats` starts: a neighbour
+    thrashing the shared cache, or the hypervisor lending the vCPU away, only ever make it low. Every
     serve phase's offered load is a multiple of it, and the demo passes the one figure to every
     arm and every sweep point, so all of them see the same offered load."""
     best = 0.0
