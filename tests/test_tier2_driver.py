@@ -207,6 +207,27 @@ def test_a_refused_regime_rollout_is_retried_a_bounded_number_of_times():
     assert tries == REGIME_ATTEMPTS
 
 
+def test_a_regime_rollout_refused_for_now_is_retried_until_it_goes_in():
+    """Cooldown refusals say "not now": they do not use up the attempts of a real refusal."""
+    from daemon.tier1.model import Verdict
+    from daemon.tier2.driver import REGIME_ATTEMPTS, REGIME_TRANSIENT_TRIES
+    d = driver()
+    base = {"a": 0.2, "b": 0.2, "n": 4.0}
+    refusals = 0
+    for _ in range(1000):
+        p = d.next_proposal(base, "", {"load": 100.0})
+        if p is None:
+            continue
+        if p.source != "context":
+            break
+        refusals += 1
+        if refusals > REGIME_ATTEMPTS + 2:            # the cooldown is over: it goes in
+            assert p.arms[0].preset == "quiet"
+            break
+        d.on_verdict(Verdict(False, p.proposal_id, rule="cooldown", value=0.05, limit=0.5))
+    assert refusals == REGIME_ATTEMPTS + 3 < REGIME_TRANSIENT_TRIES
+
+
 def test_with_a_clock_a_short_burst_is_not_a_regime_change():
     d = driver()
     base = {"a": 0.8, "b": 0.1, "n": 2.0}

@@ -54,6 +54,7 @@ BLOCK_ROUNDS = 3     # a breaching or quarantined variant sits out this many pro
 RETRY_RULES = ("min_interval", "rate_limit", "one_experiment_per_scope", "cooldown")   # transient: retry the winner
 REGIME_RETRY_CALLS = 50   # a regime rollout Tier 1 refused (quarantine, dead band, cooldown) is retried after
 REGIME_ATTEMPTS = 3       # this many calls, at most this many times per regime entry
+REGIME_TRANSIENT_TRIES = 100   # ...and refusals that only say "not now" (RETRY_RULES) this many times
 PRESET_SCALE = 0.25       # after a regime rollout, probe at this fraction of max_delta: refine, do not leap
 
 
@@ -110,6 +111,7 @@ class TuningDriver:
         self.regime_acted = False          # the regime's entry rollout was proposed already
         self.regime_tries = 0              # entry rollouts refused so far in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
+        self.regime_transient = 0          # transient refusals of it so far (RETRY_RULES)
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
         self.hold_variants = False         # no variant exploration in this regime (entered by a fast-rise field rising)
@@ -283,7 +285,7 @@ class TuningDriver:
                 self.memory[r] = cur     # a promotion happened in this regime: remember it
             return
         self.regime_acted, self.regime_base = False, cur
-        self.regime_tries, self.regime_wait = 0, 0
+        self.regime_tries, self.regime_wait, self.regime_transient = 0, 0, 0
         # SLA first under rising load: entering by a rise in a `context_fast_rise` field (the
         # operator's word that such a rise threatens the SLA) holds variant exploration for the
         # regime's stay. The approved preset for these conditions goes first; a tournament of the
@@ -381,11 +383,18 @@ class TuningDriver:
         if v.rule == "quarantine" and isinstance(v.value, str) and v.value in self.variants:
             self.blocked[v.value] = self.round + BLOCK_ROUNDS   # Tier 1 quarantined it: tournament without it
         if self.pending_kind == "rollout" and self.pending.source == "context":
-            # conditions still want it: try again once the refusal may have cleared (a cooldown,
-            # a quarantine from another regime, a knob's min interval), a bounded number of times
-            self.regime_tries += 1
-            if self.regime_tries < REGIME_ATTEMPTS:
-                self.regime_wait = 1 if v.rule in RETRY_RULES else REGIME_RETRY_CALLS
+            # conditions still want it: try again once the refusal may have cleared, a bounded
+            # number of times. A transient refusal (a cooldown, a knob's min interval) says "not
+            # now", not "no": it is retried at the next call and counts against a wider bound (a
+            # rollback just before a phase change held one run's surge preset for three calls
+            # inside its cooldown, and the regime never got it)
+            transient = v.rule in RETRY_RULES
+            if transient:
+                self.regime_transient += 1
+            else:
+                self.regime_tries += 1
+            if self.regime_tries < REGIME_ATTEMPTS and self.regime_transient < REGIME_TRANSIENT_TRIES:
+                self.regime_wait = 1 if transient else REGIME_RETRY_CALLS
         if self.pending_kind == "rollout" and v.rule in RETRY_RULES and "winner" in self.pending.note:
             self.winner = self.pending.arms[0]      # a transient refusal: the measured winner stays wanted
         if self.pending_kind == "probe" and self.opt is not None:
