@@ -176,8 +176,9 @@ def test_serve_variants_trade_quality_for_latency():
     assert 0.85 < q[1].mean() < 1.0                          # int8: close, not identical
     assert q[2].mean() < q[1].mean() - 0.1                   # early exit 1: much cheaper, much worse
     assert np.median(lat[2]) < np.median(lat[0])
-    # the measured arrival rate over the last 25 ms: Poisson around the offered 0.2 x 2000/s
-    assert 300 < np.median(load) < 500 and load.min() >= 0
+    # the measured arrival rate over the last 25 ms in fp32 capacities (--capacity 2000/s):
+    # Poisson around the offered 0.2
+    assert 0.15 < np.median(load) < 0.25 and load.min() >= 0
     assert (_field(rec, seg, "error", 0)[~marks] == 0).mean() > 0.95
 
 

@@ -42,7 +42,7 @@ _FIELDS: dict[str, tuple[FieldDecl, ...]] = {
     "universe": (FieldDecl("step_time_s", "s"), FieldDecl("error", "1"), FieldDecl("instability", "1"),
                  FieldDecl("cost", "cell_updates"), FieldDecl("load", "cells"), FieldDecl("strength", "1")),
     "serve": (FieldDecl("latency_s", "s"), FieldDecl("error", "1"), FieldDecl("quality", "1"),
-              FieldDecl("load", "1/s")),
+              FieldDecl("load", "1")),
 }
 _VARIANTS: dict[str, tuple[str, ...]] = {
     "universe": (),
