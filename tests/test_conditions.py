@@ -312,3 +312,18 @@ def test_a_variant_is_not_explored_at_twice_the_load_it_was_approved_for(load, e
             seen.update(a.variant for a in p.arms)
         dr.finish(p)
     assert ("ref" in seen) is explored
+
+
+def test_context_persist_s_sets_how_long_a_fall_must_persist():
+    g = load_guardrails((CFG % "true").replace("context_fast_rise: {load: 2}", "context_fast_rise: {load: 2}, context_persist_s: 0.05"))
+    d = TuningDriver(g, DECL)
+    base, t = {"a": 0.5, "b": 0.5}, 1
+    d.observe({"load": 1000.0}, base, "ref", t)
+    r0, n = d.regime, 0
+    while d.regime == r0 and n < 100:
+        t += 10 * MS
+        n += 1
+        d.observe({"load": 100.0}, base, "ref", t)
+    assert n == 6                                   # 50 ms after the first observation outside, not 250
+    with pytest.raises(ConfigError, match="tuning.context_persist_s"):
+        load_guardrails((CFG % "true").replace("context_fast_rise: {load: 2}", "context_fast_rise: {load: 2}, context_persist_s: -1"))

@@ -25,6 +25,7 @@ from shm_layout.spec import MAX_SLOTS
 Stat = Literal["mean", "p50", "p95", "p99", "min", "max", "count", "rate"]
 Lifecycle = Literal["Draft", "Evaluated", "Approved", "Promoted", "Archived"]
 ELIGIBLE_STATES = ("Approved", "Promoted")
+CONTEXT_PERSIST_S = 0.25   # default tuning.context_persist_s (Tier 2's regimes, tier2/regimes.py)
 
 _S = dict(forbid_unknown_fields=True, frozen=True, kw_only=True)
 
@@ -239,6 +240,9 @@ class Tuning(msgspec.Struct, **_S):
     # context field -> factor (> 1): a rise by this factor over the current regime's centre is new
     # conditions after 2 observations instead of 0.25 s (fast attack, slow release; see tier2/regimes.py)
     context_fast_rise: dict[str, float] = {}
+    # how long new conditions must persist before they are a new regime (and 3 observations): long
+    # enough to wait out the noise of the context fields; exact ones (a declared grid size) need little
+    context_persist_s: float = CONTEXT_PERSIST_S
 
 
 class Guardrails(msgspec.Struct, **_S):
@@ -517,6 +521,8 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(("tuning", "rollout_every"), g.tuning.rollout_every, "a whole number >= 1")
     if g.tuning.explore_every < 1:
         e(("tuning", "explore_every"), g.tuning.explore_every, "a whole number >= 1")
+    if not 0.0 <= g.tuning.context_persist_s <= 60.0:
+        e(("tuning", "context_persist_s"), g.tuning.context_persist_s, "seconds in [0, 60]")
     for name, k in g.tuning.context_fast_rise.items():
         if name not in g.tuning.context:
             e(("tuning", "context_fast_rise", name), name, f"one of tuning.context ({', '.join(g.tuning.context) or 'empty'})")

@@ -105,7 +105,7 @@ class TuningDriver:
         self.ctx_fields = tuple(t.context)
         self.presets = [c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context
                         and (c.knobs or (c.variant is not None and c.variant in decl.variants))]
-        self.regimes = Regimes(self.ctx_fields, fast_rise=dict(t.context_fast_rise))
+        self.regimes = Regimes(self.ctx_fields, persist_s=t.context_persist_s, fast_rise=dict(t.context_fast_rise))
         self.obs_ns = 0                    # now_ns of the last observe() (next_proposal skips a repeat)
         self.pending_regime: Optional[tuple] = None   # the regime a pending proposal was made in
         self.regime_acted = False          # the regime's entry rollout was proposed already

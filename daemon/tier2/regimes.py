@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from daemon.tier1.config import CONTEXT_PERSIST_S
+
 CONTEXT_BAND = 0.5        # regime width per context field, log2 units (a factor of ~1.41)
 CONTEXT_PERSIST = 3       # consecutive observations in a new regime before it counts...
-CONTEXT_PERSIST_S = 0.25  # ...and this long (seconds), when the caller passes now_ns
+# ...and this long (seconds), when the caller passes now_ns: CONTEXT_PERSIST_S, the default of
+# tuning.context_persist_s
 FAST_PERSIST = 2          # a fast rise (see Regimes): observations only, no time; two, so one odd value is not enough
 
 
