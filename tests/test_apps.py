@@ -246,3 +246,40 @@ def test_best_static_universe_one_phase_small_grid():
     assert res["overall"] is None
     with pytest.raises(ValueError, match=r"grid.substeps: \[32\] outside the declared bounds"):
         best_static("universe", grid={"substeps": (32,)})
+
+
+def test_serve_binds_a_queued_request_to_the_newest_snapshot_when_a_worker_takes_it():
+    """Late binding: fp32 at 3x its capacity builds a backlog; once a snapshot with the cheap
+    early_exit_1 is published, the backlog runs (and reports) under it instead of draining at
+    fp32's speed, so almost no fp32 record completes after the switch."""
+    with start_app("serve", unique_name("s"), "short", 9, extra=("--phase", "1", "--duration", "3",
+                                                                  "--rate-scale", "3")) as app, \
+            Segment.attach(app.name) as seg:
+        d = seg.declaration
+        init = [k.initial for k in d.knobs]
+        v = {n: i for i, n in enumerate(d.variants)}
+        _publish(seg, 3, [SlotSpec(1.0, v["fp32"], tuple(init))], init)
+        time.sleep(0.4)                                   # fp32 falls behind: a backlog builds
+        for r in range(seg.n_rings):
+            seg.drain(r)
+        switch_ns = time.monotonic_ns()
+        _publish(seg, 4, [SlotSpec(1.0, v["early_exit_1"], tuple(init))], init)
+        parts = []
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            for r in range(seg.n_rings):
+                rows = seg.drain(r)
+                if len(rows):
+                    parts.append(rows.copy())
+            time.sleep(0.02)
+        app.stop()
+    rec = decode_records(np.concatenate(parts), len(d.fields))
+    lat = rec["fields"][:, d.field_index("latency_s")]
+    served = (rec["seq"] != 0) & np.isfinite(lat)
+    new, old = served & (rec["generation"] == 4), served & (rec["generation"] == 3)
+    late_old = old & (rec["t_ns"] > switch_ns + 20_000_000)
+    assert new.sum() > 500 and (rec["variant"][new] == v["early_exit_1"]).all()
+    # requests that arrived before the switch (they waited longer than it has been) ran as early_exit_1
+    waited = rec["t_ns"][new].astype(np.int64) - switch_ns
+    assert (lat[new] * 1e9 > waited + 5_000_000).sum() > 50
+    assert late_old.sum() < 0.01 * old.sum() + 5, (late_old.sum(), old.sum())
