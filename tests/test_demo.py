@@ -204,3 +204,31 @@ def test_short_universe_demo_end_to_end(tmp_path):
                for c in u["scenario_changes"])
     assert sum(c["yardstick"] == "live" for c in u["scenario_changes"]) >= 2
     assert all(isinstance(v, bool) for v in s["floors"].values())
+
+
+# ---- integration: a short serve run ----------------------------------------------------------
+
+def test_short_serve_demo_end_to_end(tmp_path):
+    """8 s per arm (2 s phases). The floors a run this short can show: the low->high step is met by
+    the approved shedder at 100 % within 0.2 s (relief on the load Tier 1 measures), so the high
+    phase's p99 over all slots stays near the SLA while static fp32 queues; the injected candidate
+    is caught by its catalog p99 constraint in its canary slot."""
+    if not (BUILD / "serve").exists():
+        pytest.fail(f"{BUILD / 'serve'} missing: run `make native`")
+    s = demo.run_demo("serve", duration=8.0, seed=1, out_dir=tmp_path, live=False)
+    for f in ("report.html", "summary.json", "serve-objective.png", "serve-variants.png", "serve-slos.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    a = s["apps"]["serve"]
+    assert set(a["floors"]) == {"reconverge_within_3s", "arqond_no_violation_beyond_canary", "unguarded_visibly_more",
+                                "injected_rolled_back", "sla_kept", "quality_at_least_best_fixed"}
+    inj = a["injected"]
+    assert inj["accepted"] and inj["rolled_back"] and inj["rollback_rule"].startswith("slo:"), inj
+    assert inj["breach_to_baseline_s"] <= 0.010 and inj["within_one_cycle"]
+    step = a["phases"][1]["start_s"]
+    shed = [p for p in a["arms"]["arqond"]["presets"] if p["entry"] == "mlp-exit1"]
+    assert shed and step <= shed[0]["t_s"] <= step + 0.2 and shed[0]["outcome"] == "promoted", shed
+    p99 = {arm: {r["phase"]: r["p99_latency_s"] for r in a["arms"][arm]["objective_by_phase"]} for arm in demo.ARMS}
+    sla = a["arms"]["arqond"]["objective_by_phase"][1]["sla_p99_s"]
+    assert p99["arqond"]["high"] <= 2 * sla and p99["arqond"]["high"] < p99["static"]["high"] / 4, p99
+    base = a["arms"]["arqond"]["baseline_slot_violations"]["seconds"]
+    assert base <= 0.3 and base <= a["arms"]["unguarded"]["slo_violations"]["seconds"], base
