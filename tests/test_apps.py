@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(not (apps.BUILD / "universe").exists() or not (a
                                 reason="run `make native` first")
 
 
-def _collect(seg: Segment, seconds: float, generation: int) -> dict[str, np.ndarray]:
-    """Drain every ring for `seconds`; keep records of `generation` only."""
+def _drain_for(seg: Segment, seconds: float) -> dict[str, np.ndarray]:
+    """Drain every ring for `seconds`; every record, decoded."""
     nf = len(seg.declaration.fields)
     parts = []
     end = time.monotonic() + seconds
@@ -36,7 +36,12 @@ def _collect(seg: Segment, seconds: float, generation: int) -> dict[str, np.ndar
                 parts.append(rows.copy())
         time.sleep(0.02)
     rows = np.concatenate(parts) if parts else np.zeros((0, 4 + nf), np.uint64)
-    rec = decode_records(rows, nf)
+    return decode_records(rows, nf)
+
+
+def _collect(seg: Segment, seconds: float, generation: int) -> dict[str, np.ndarray]:
+    """Drain every ring for `seconds`; keep records of `generation` only."""
+    rec = _drain_for(seg, seconds)
     keep = (rec["seq"] != 0) & (rec["generation"] == generation)
     return {k: v[keep] for k, v in rec.items()}
 
@@ -264,16 +269,8 @@ def test_serve_binds_a_queued_request_to_the_newest_snapshot_when_a_worker_takes
             seg.drain(r)
         switch_ns = time.monotonic_ns()
         _publish(seg, 4, [SlotSpec(1.0, v["early_exit_1"], tuple(init))], init)
-        parts = []
-        end = time.monotonic() + 0.6
-        while time.monotonic() < end:
-            for r in range(seg.n_rings):
-                rows = seg.drain(r)
-                if len(rows):
-                    parts.append(rows.copy())
-            time.sleep(0.02)
+        rec = _drain_for(seg, 0.6)
         app.stop()
-    rec = decode_records(np.concatenate(parts), len(d.fields))
     lat = rec["fields"][:, d.field_index("latency_s")]
     served = (rec["seq"] != 0) & np.isfinite(lat)
     new, old = served & (rec["generation"] == 4), served & (rec["generation"] == 3)
