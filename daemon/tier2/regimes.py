@@ -36,10 +36,9 @@ class Regimes:
         self.regime: Optional[tuple] = None
         self.rose_from: Optional[tuple] = None   # the regime a run of fast entries started from (a step
                                                  # may be entered half-way: the rest of it is fast too)
-        self.next: Optional[tuple] = None    # set while outside the current regime: the band first seen there
         self.entered_ns = 0
-        self.seen = 0
-        self.since = 0
+        self.seen = 0        # consecutive observations outside the current regime (0: inside)...
+        self.since = 0       # ...since this time
 
     def position(self, context: dict[str, float]) -> Optional[list[float]]:
         """Each field in band units (log2 / CONTEXT_BAND); None if one is missing or not > 0."""
@@ -59,15 +58,15 @@ class Regimes:
             return "unknown"
         r = self.regime
         if r is not None and all(abs(x - (b + 0.5)) <= 0.75 for x, b in zip(u, r)):
-            self.next, self.seen = None, 0
+            self.seen = 0
             if self.rose_from is not None and now_ns - self.entered_ns >= self.persist_ns:
                 self.rose_from = None    # the step has settled: a later rise is measured from here
             return "stay"
-        if self.next is None:
+        if self.seen == 0:
             # outside the current regime: persistence counts from here, wherever outside the
             # conditions go next (a load on the edge between two bands jitters across it from one
             # cycle to the next: a new band each time would restart the count for ever)
-            self.next, self.seen, self.since = tuple(math.floor(x) for x in u), 0, now_ns
+            self.since = now_ns
         self.seen += 1
         fast = False
         if r is not None:
@@ -78,7 +77,7 @@ class Regimes:
                 return "pending"
         # enter where the conditions are now (a step is still arriving while it persists)
         self.rose_from = (self.rose_from or r) if fast else None
-        self.regime, self.next, self.seen = tuple(math.floor(x) for x in u), None, 0
+        self.regime, self.seen = tuple(math.floor(x) for x in u), 0
         self.entered_ns = now_ns
         return "entered"
 
