@@ -524,6 +524,7 @@ class Executor:
         self._ctx_presets = tuple(c for c in g.catalog.variants if c.state in ELIGIBLE_STATES and c.context)
         self._fast_rise = dict(g.tuning.context_fast_rise)
         self._conditions: Optional[tuple[int, dict[str, float]]] = None
+        self._cause: Optional[tuple] = None   # the last validated rollout's relief cause (see _validate)
         # What the knob rules read per allowlisted knob, in declaration order (the touches' order).
         self._limit_rows = tuple((i, rk.name, self.ranges[i], rk.min_interval_s, rk.rate_limit_hz)
                                  for i, rk in enumerate(self.rk) if rk is not None)
@@ -802,8 +803,10 @@ class Executor:
         if self._pid_was_present:
             raise _Reject("duplicate_proposal_id", p.proposal_id, None, "proposal ids must be unique within a run")
         # relief is not an experiment restarting after a failure: the cooldown does not hold it
-        relief = self.mstate in (S.IDLE, S.COOLDOWN, S.ABORTING) and self.exp is None and p.kind == "rollout" \
-            and len(p.arms) == 1 and self._relief_cause(now, p.arms[0].preset) is not None
+        # why this preset may skip the canary, if it may: decided once here, recorded by _begin_experiment
+        self._cause = self._relief_cause(now, p.arms[0].preset) \
+            if p.kind == "rollout" and len(p.arms) == 1 else None
+        relief = self.mstate in (S.IDLE, S.COOLDOWN, S.ABORTING) and self.exp is None and self._cause is not None
         if (self.mstate is S.COOLDOWN or st.cooldown_until_ns > now) and not relief:
             left = max(0, st.cooldown_until_ns - now) / NS
             raise _Reject("cooldown", round(left, 6), r.cooldown_after_rollback_s,
@@ -1110,7 +1113,7 @@ class Executor:
                 e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
             self._enter_phase(now)
             return
-        cause = None if e.is_global else self._relief_cause(now, e.p.arms[0].preset)
+        cause = None if e.is_global else self._cause
         if cause is not None:
             self._fire(now, "accept_relief", measured=cause[0], threshold=cause[1],
                        condition=f"relief: {cause[2]}; approved preset {e.p.arms[0].preset} "
