@@ -136,6 +136,7 @@ class Daemon:
                                                 "t1_deferred_cpu": [], "propose_cycle_cpu": []}
         # *_cpu: the same spans in this thread's CPU time (time.thread_time): without the time the
         # co-located data plane held the core, with cold caches and GC (which wall time also has)
+        self._published_at = (0.0, 0.0)   # (perf_counter, thread_time) when _submit's snapshot went out
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
         self._ns = self._periods_ns(self.g)
@@ -358,9 +359,6 @@ class Daemon:
             ctx = {f: s0.fields[f].mean for f in self.g.tuning.context if f in s0.fields and s0.fields[f].count}
         return dict(zip(self.knob_names, st.baseline)), bv, ctx
 
-    def _time(self, key: str, seconds: float) -> None:
-        self.timings[key].append(seconds)       # trimmed a few times a second (_fold_timings)
-
     def _fold_timings(self) -> None:
         """Cycle durations into the metrics histogram (one lock per batch), then trim every stage
         to its last TIMINGS_KEPT samples."""
@@ -454,22 +452,13 @@ class Daemon:
                     tm["t2_decision_cpu"].append(c3 - c2)
                     # t1_apply: proposal -> snapshot in shared memory (the decision and the publish);
                     # the rest of the proposal's work (t1_deferred) follows the publish
-                    v = ex.propose(now, p, defer=True)
-                    t4 = time.perf_counter()
-                    if v.snapshot is not None:
-                        self._publish(now, v.snapshot)
-                    t5, c5 = time.perf_counter(), time.thread_time()
-                    tm["t1_propose"].append(t4 - t3)
-                    tm["t1_apply"].append(t5 - t3)
-                    tm["t1_apply_cpu"].append(c5 - c3)
-                    events = ex.complete()   # audit events and state: whole before anything else runs
+                    v = self._submit(now, p, record=False)
+                    t5, c5 = self._published_at
                     t6 = time.perf_counter()
-                    tm["t1_complete"].append(t6 - t5)
-                    v = msgspec.structs.replace(v, events=events)
                     try:
                         self.driver.on_verdict(v)
                     finally:   # the verdict is applied: its events are recorded whatever happens
-                        self._record(now, events)
+                        self._record(now, v.events)
                     t7 = time.perf_counter()
                     tm["t1_bookkeeping"].append(t7 - t6)
                     tm["t1_deferred"].append(t7 - t5)
@@ -610,15 +599,19 @@ class Daemon:
         """Tier 1 decides on `p` and, if accepted, its snapshot is published at once; then Tier 1
         completes the verdict (audit events, state). Returns the verdict with its events.
         record=False leaves the events to the caller, who must `_record` them before anything else."""
-        ex = self.ex
-        t = time.perf_counter()
+        ex, tm = self.ex, self.timings
+        t0, c0 = time.perf_counter(), time.thread_time()
         v = ex.propose(now, p, defer=True)       # the rules and the snapshot: nothing else
-        self._time("t1_propose", time.perf_counter() - t)
+        t1 = time.perf_counter()
         if v.snapshot is not None:
             self._publish(now, v.snapshot)       # the data plane sees the change first
-        t = time.perf_counter()
-        v = msgspec.structs.replace(v, events=ex.complete())
-        self._time("t1_complete", time.perf_counter() - t)
+        t2, c2 = time.perf_counter(), time.thread_time()
+        tm["t1_propose"].append(t1 - t0)
+        tm["t1_apply"].append(t2 - t0)
+        tm["t1_apply_cpu"].append(c2 - c0)
+        v = msgspec.structs.replace(v, events=ex.complete())   # audit events and state: whole before anything else runs
+        tm["t1_complete"].append(time.perf_counter() - t2)
+        self._published_at = (t2, c2)            # for the caller's t1_deferred
         if record:
             self._record(now, v.events)
         return v
