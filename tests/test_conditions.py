@@ -128,13 +128,15 @@ def test_relief_starts_before_the_abort_of_a_cancelled_probe_is_acked():
     p.step(100.0)
     assert p.x.propose(p.t, Proposal("probe", "probe", (Arm({"b": 0.55}), Arm({"b": 0.45})))).accepted
     p.step(100.0)
-    p.x.command(p.t, Command("cancel", "tier2", "conditions changed"))
+    out = p.x.command(p.t, Command("cancel", "tier2", "conditions changed"))
     assert p.x.mstate is S.ABORTING
+    abort_gen = out.snapshot.generation           # the baseline-only snapshot nobody has acked yet
     p.step(1000.0, ack=False)                      # the load steps; the data plane has not acked yet
     v = p.propose(BUSY, pid="regime")
     assert v.accepted and p.x.mstate is S.BAKING
     assert [e.trigger for e in v.events if isinstance(e, ev.Transition)] == ["accept_relief"]
-    assert v.snapshot.generation > p.x.snapshot.generation - 1 and p.x.snapshot.slots[-1].weight == 1.0
+    assert v.snapshot.generation > abort_gen
+    assert [s.weight for s in v.snapshot.slots] == [0.0, 1.0] and v.snapshot.slots[1].variant == DECL.variants.index("cheap")
 
 
 def test_fast_rise_skips_the_persistence_time_but_a_fall_or_a_small_rise_waits():
