@@ -575,9 +575,8 @@ static double rate_at(double t, int *phase) {
 #define LOAD_MARK_NS 1000000   /* one load record per ms at most: ~10 per 10 ms cycle */
 static struct { uint64_t idx[LOAD_BUCKETS]; unsigned n[LOAD_BUCKETS]; } arr_rate;
 
-static double measured_rate(uint64_t arrival_ns) {
+static double measured_rate(uint64_t now_ns) {   /* now_ns: this request's arrival time */
     const uint64_t w = (uint64_t)(LOAD_WINDOW_S / LOAD_BUCKETS * 1e9);
-    const uint64_t now_ns = arrival_ns;
     uint64_t b = (now_ns - T0) / w + 1;   /* bucket numbers start at 1: 0 marks an empty bucket */
     unsigned k = (unsigned)(b % LOAD_BUCKETS);
     if (arr_rate.idx[k] != b) { arr_rate.idx[k] = b; arr_rate.n[k] = 0; }
@@ -590,6 +589,15 @@ static double measured_rate(uint64_t arrival_ns) {
     double since_start = (double)(now_ns - T0) * 1e-9;
     if (span > since_start) span = since_start;
     return span > 1e-3 ? total / span : 0.0;
+}
+
+/* A finished (or dropped) request: its telemetry record on `ring` carries no load (the
+ * generator's own records do, see the header); the demo's statistics get the load it arrived at. */
+static void report(unsigned ring, const request *q, double *f) {
+    f[F_LOAD] = NAN;
+    arq_emit(P, ring, &q->view, f);
+    f[F_LOAD] = q->load;
+    record(q->phase, q->arr_slot, &q->view, f);
 }
 
 static void *generator_main(void *arg) {
@@ -658,20 +666,16 @@ static void *generator_main(void *arg) {
         pthread_mutex_unlock(&Q.mu);
         __atomic_add_fetch(&phase_arrivals[ph], 1, __ATOMIC_RELAXED);
         for (unsigned i = 0; i < n_stale; i++) {
-            double f[NF] = {DEADLINE_S, 1.0, 0.0, NAN};   /* load: the generator's own records */
-            arq_emit(P, ring, &stale[i].view, f);
-            f[F_LOAD] = stale[i].load;
-            record(stale[i].phase, stale[i].arr_slot, &stale[i].view, f);
+            double f[NF] = {DEADLINE_S, 1.0, 0.0, 0.0};
+            report(ring, &stale[i], f);
             __atomic_add_fetch(&phase_drops[stale[i].phase], 1, __ATOMIC_RELAXED);
         }
         n_stale = 0;
         if (ok) {
             pthread_cond_signal(&Q.cv);
         } else {
-            double f[NF] = {DEADLINE_S, 1.0, 0.0, NAN};
-            arq_emit(P, ring, &q.view, f);
-            f[F_LOAD] = q.load;
-            record(ph, q.view.slot, &q.view, f);
+            double f[NF] = {DEADLINE_S, 1.0, 0.0, 0.0};
+            report(ring, &q, f);
             __atomic_add_fetch(&phase_drops[ph], 1, __ATOMIC_RELAXED);
         }
     }
@@ -771,10 +775,8 @@ static void *worker_main(void *arg) {
         uint64_t done = mono_ns();
         for (int i = 0; i < n; i++) {
             double lat = (double)(done - batch[i].t_arr_ns) * 1e-9;
-            double f[NF] = {lat, lat > DEADLINE_S ? 1.0 : 0.0, cls[i] == ref_class[batch[i].input] ? 1.0 : 0.0, NAN};
-            arq_emit(P, (unsigned)self, &batch[i].view, f);
-            f[F_LOAD] = batch[i].load;
-            record(batch[i].phase, batch[i].arr_slot, &batch[i].view, f);
+            double f[NF] = {lat, lat > DEADLINE_S ? 1.0 : 0.0, cls[i] == ref_class[batch[i].input] ? 1.0 : 0.0, 0.0};
+            report((unsigned)self, &batch[i], f);
         }
         pthread_mutex_lock(&Q.mu);
         Q.credit_s[s] -= (double)(done - began) * 1e-9;
