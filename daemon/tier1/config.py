@@ -174,6 +174,19 @@ def nearest_entry(entries: Sequence[CatalogEntry], fields: Sequence[str],
     return best, math.sqrt(best_d)
 
 
+def risen_beyond(approved: dict[str, float], measured: dict[str, float],
+                 fast_rise: dict[str, float]) -> Optional[str]:
+    """The first `tuning.context_fast_rise` field measured at >= its factor times the value an
+    entry was approved for (`approved`, its context), or None: conditions the entry was not
+    approved for, in the direction the operator declared an SLA risk. The one rule Tier 1 (relief
+    from the baseline's entry) and Tier 2 (which variants a tournament may run) share."""
+    for f, k in fast_rise.items():
+        was, now = approved.get(f, 0.0), measured.get(f)
+        if was > 0 and now is not None and now >= k * was:
+            return f
+    return None
+
+
 class Catalog(msgspec.Struct, **_S):
     """`p99_min_samples`: records a window needs before an entry's `max_p99` is checked. A
     p99 over n records is the maximum below n = 100; from 100 on it is an order statistic

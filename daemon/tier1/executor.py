@@ -31,7 +31,8 @@ from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
 from shm_layout.spec import MAX_SLOTS
 
 from . import events as ev
-from .config import ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, nearest_entry, resolve_knob
+from .config import (ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, nearest_entry, resolve_knob,
+                     risen_beyond)
 from .judge import BlockSeries, PairedBlockTest, sla_first, worst_of
 from .model import Arm, Command, CycleInput, Evaluation, FieldStats, Proposal, SlotTelemetry, StepOutput, Verdict
 from .rollout import EXPERIMENT, State, next_state
@@ -1298,11 +1299,10 @@ class Executor:
         base = self._baseline_entry()
         if base is None:
             return None
-        rose = [(f, c[1][f], base.context[f]) for f, k in self._fast_rise.items()
-                if f in c[1] and base.context.get(f, 0) > 0 and c[1][f] >= k * base.context[f]]
-        if not rose:
+        f = risen_beyond(base.context, c[1], self._fast_rise)
+        if f is None:
             return None
-        f, now_v, was = rose[0]
+        now_v, was = c[1][f], base.context[f]
         return dist, None, (f"{f} measured now ({now_v:.4g}) is {now_v / was:.3g}x the {was:.4g} the baseline "
                             f"({base.id}) was approved for (tuning.context_fast_rise {f}: {self._fast_rise[f]:g}), "
                             f"and {preset} is the approved entry nearest these conditions ({dist:.3g} log2 units)")

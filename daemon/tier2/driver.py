@@ -35,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, nearest_entry, resolve_knob
+from daemon.tier1.config import ELIGIBLE_STATES, Guardrails, nearest_entry, resolve_knob, risen_beyond
 from daemon.tier1.model import Arm, Evaluation, Proposal, Verdict
 from shm_layout.decl import Declaration
 from shm_layout.spec import MAX_SLOTS
@@ -353,8 +353,7 @@ class TuningDriver:
         scopes = [c.context for c in self.presets if c.variant == variant and not c.knobs]
         if not fr or not now or not scopes:
             return False
-        return all(any(f in ctx and ctx[f] > 0 and now.get(f, 0.0) >= k * ctx[f] for f, k in fr.items())
-                   for ctx in scopes)
+        return all(risen_beyond(ctx, now, fr) is not None for ctx in scopes)
 
     def _current(self) -> np.ndarray:
         """The point to roll out: the optimizer's current iterate when it has one (a short
