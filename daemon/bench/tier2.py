@@ -199,7 +199,7 @@ def _pct(ts):
 _cpu_clock = time.thread_time  # CPU time of this thread: excludes time other tenants hold the core
 
 
-def _time_tuner(make, rounds, seed=0):
+def _time_tuner(make, rounds, seed=0, raw=None):
     prob = Problem("sphere", seed)
     opt = make(seed)
     for _ in range(20):  # warm-up, not timed
@@ -225,14 +225,15 @@ def _time_tuner(make, rounds, seed=0):
     finally:
         gc.enable()
     n = float(np.mean(sizes))
-    _time_tuner.raw = (cpu, tell_cpu)
+    if raw is not None:   # the per-round CPU samples, for the replays' minimum
+        raw.extend((cpu, tell_cpu))
     return {"per_round_us": _pct(wall), "per_round_cpu_us": _pct(cpu), "batch": n,
             "per_eval_us": {"p50": round(float(np.percentile(wall, 50)) * 1e6 / n, 2),
                             "p99": round(float(np.percentile(wall, 99)) * 1e6 / n, 2)},
             "tell_us": _pct(tell_wall), "tell_cpu_us": _pct(tell_cpu)}
 
 
-def _time_bandit(select, update, steps, context_fn=None, seed=0):
+def _time_bandit(select, update, steps, context_fn=None, seed=0, raw=None):
     rng = np.random.default_rng(seed)
     means = rng.uniform(0.1, 0.9, 10)
     for _ in range(200):  # warm-up (caches, lazy imports), not timed
@@ -257,7 +258,8 @@ def _time_bandit(select, update, steps, context_fn=None, seed=0):
             cpu.append(tc() - c0)
     finally:
         gc.enable()
-    _time_bandit.raw = cpu
+    if raw is not None:   # the per-step CPU samples, for the replays' minimum
+        raw.append(cpu)
     return {"per_step_us": _pct(wall), "per_step_cpu_us": _pct(cpu)}
 
 
@@ -270,8 +272,8 @@ def _our_jobs(rounds: int, steps: int) -> dict:
     jobs = {}
     for name, make in OUR_TUNERS.items():
         def tj(make=make):
-            res = _time_tuner(make, rounds)
-            return res, _time_tuner.raw
+            raw: list = []
+            return _time_tuner(make, rounds, raw=raw), tuple(raw)
         jobs[name] = ("tuners", tj)
     for kind in ["thompson", "gaussian_thompson", "ucb", "klucb", "lexicographic", "tournament",
                  "linucb", "lints"]:
@@ -281,14 +283,16 @@ def _our_jobs(rounds: int, steps: int) -> dict:
             linear = kind in ("linucb", "lints")
 
             def bj(kind=kind, opts=opts, linear=linear):
+                raw: list = []
                 if linear:
                     b = make_bandit(kind, 10, 1, dim=7, **opts)
                     res = _time_bandit(lambda x: b.select(context=x), lambda a, r, x: b.update(a, r, context=x),
-                                       steps, _ctx)
+                                       steps, _ctx, raw=raw)
                 else:
                     b = make_bandit(kind, 10, 1, **opts)
-                    res = _time_bandit(lambda x: b.select(), lambda a, r, x: b.update(a, r, feasible=r > 0), steps)
-                return res, (_time_bandit.raw,)
+                    res = _time_bandit(lambda x: b.select(), lambda a, r, x: b.update(a, r, feasible=r > 0), steps,
+                                       raw=raw)
+                return res, tuple(raw)
             jobs[kind + ("_discounted" if opts else "")] = ("bandits", bj)
     return jobs
 
