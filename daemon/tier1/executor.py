@@ -473,7 +473,6 @@ class Executor:
         self._pub_ns = 0
         self._keep: Optional[StepOutput] = None
         self._pid_was_present = False
-        self._hold = False      # propose is deciding: events queue, their fold waits for complete()
         self._pending: Optional[tuple] = None   # what complete() needs of the last propose
         self._configure(guardrails, config_generation)
 
@@ -564,12 +563,8 @@ class Executor:
 
     def _push(self, e):
         """Fold `e` into the state and queue it (the hot emitters build their events literally:
-        keyword construction from a dict costs more than the event itself). While `propose`
-        decides (`_hold`), only the sequence advances: `complete` folds everything in order."""
-        if self._hold:
-            self.state.last_seq = e.seq
-        else:
-            self.state.apply(e)
+        keyword construction from a dict costs more than the event itself)."""
+        self.state.apply(e)
         self._events.append(e)
         return e
 
@@ -589,9 +584,12 @@ class Executor:
         self._events, self._evals, self._snap = [], [], None
         return out
 
-    def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str) -> None:
-        spec = SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
-                            global_knobs=tuple(global_knobs), salt=salt)
+    def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str,
+                 spec: Optional[SnapshotSpec] = None) -> None:
+        """Record the Apply of the next snapshot (`spec` when the caller built it already)."""
+        if spec is None:
+            spec = SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
+                                global_knobs=tuple(global_knobs), salt=salt)
         self._push(ev.Apply(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
                             config_generation=self.config_generation, proposal_id=self._pid(),
                             new_config_version=spec.generation, reason=reason, snapshot=spec))
@@ -696,20 +694,21 @@ class Executor:
             arms, variants, is_global = self._validate(now, p, thrash, fast)
         except _Reject as r:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
-            self._pending = (now, p, seq, self.cycle, keep, False, (r, msg, thrash), [])
+            self._pending = (now, p, seq, self.cycle, keep, False, (r, msg, thrash), None)
             v = Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, keep.snapshot if keep else None)
         else:
-            st.last_seq = seq + 2
+            # Only what the publish needs happens here: the experiment's first snapshot, laid out
+            # by the same function every phase uses. Its transition, phase accumulators, Apply
+            # event and the fold into the state wait for complete() (same events, same order).
             salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
-            self.exp = _Exp(p, arms, variants, is_global, salt)
-            self._hold = True
-            try:
-                self._begin_experiment(now)
-            finally:
-                self._hold = False
-            snap, events = self._snap, self._events
-            self._snap, self._events = None, []
-            self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global), events)
+            e = _Exp(p, arms, variants, is_global, salt)
+            if p.kind == "probe" and is_global:
+                n = len(arms)
+                e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
+            accept = self._accept_transition(e)
+            lay = self._layout(e, next_state(self.mstate, accept[0]))
+            snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=salt)
+            self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global, e, accept, (snap, lay)), None)
             v = Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
         if defer:
             return v
@@ -724,18 +723,27 @@ class Executor:
         if pd is None:
             return []
         self._pending = None
-        now, p, seq, cycle, keep, accepted, info, held = pd
+        now, p, seq, cycle, keep, accepted, info, _ = pd
         cg = self.config_generation
         events = [ev.ProposalEvent(run_id=self.run_id, seq=seq + 1, cycle=cycle, t_ns=now, config_generation=cg,
                                    proposal_id=p.proposal_id, kind=p.kind, source=p.source, seed=p.seed,
                                    arms=p.arms, note=p.note, config_version=cg, delta_summary=self._delta_summary(p))]
         if accepted:
-            arms, is_global = info
+            arms, is_global, e, accept, laid_out = info
             events.append(ev.ValidationVerdict(
                 run_id=self.run_id, seq=seq + 2, cycle=cycle, t_ns=now, config_generation=cg,
                 proposal_id=p.proposal_id, accepted=True, rule="", value=None, limit=None, message="accepted",
                 touches=tuple(kt for _, kt in self._knob_touches(p, arms, is_global)), horizon_ns=self.horizon_ns))
-            events += held
+            apply = self.state.apply
+            for x in events:
+                apply(x)
+            # the experiment begins: its accept transition and the Apply of the snapshot already published
+            self.exp = e
+            self._fire(now, *accept)
+            self._enter_phase(now, laid_out=laid_out)
+            events += self._events
+            self._events, self._snap = [], None   # the caller published the snapshot already
+            return keep.events + events if keep is not None else events
         else:
             r, msg, thrash = info
             events.append(ev.ValidationVerdict(
@@ -804,7 +812,7 @@ class Executor:
         if self._pid_was_present:
             raise _Reject("duplicate_proposal_id", p.proposal_id, None, "proposal ids must be unique within a run")
         # relief is not an experiment restarting after a failure: the cooldown does not hold it
-        # why this preset may skip the canary, if it may: decided once here, recorded by _begin_experiment
+        # why this preset may skip the canary, if it may: decided once here, recorded by _accept_transition
         self._cause = self._relief_cause(now, p.arms[0].preset) \
             if p.kind == "rollout" and len(p.arms) == 1 else None
         relief = self.mstate in (S.IDLE, S.COOLDOWN, S.ABORTING) and self.exp is None and self._cause is not None
@@ -1104,65 +1112,66 @@ class Executor:
                           f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
 
     # ----------------------------------------------------------------- experiment phases
-    def _begin_experiment(self, now: int) -> None:
-        e, g = self.exp, self.g
-        r = g.rollout
+    def _accept_transition(self, e: _Exp) -> tuple:
+        """The transition that starts experiment `e`: (trigger, measured, condition, threshold)."""
+        r = self.g.rollout
         if e.p.kind == "probe":
-            self._fire(now, "accept_probe", measured=len(e.arms), condition="probe accepted", threshold=None)
-            if e.is_global:
-                n = len(e.arms)
-                e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
-            self._enter_phase(now)
-            return
+            return "accept_probe", len(e.arms), "probe accepted", None
         cause = None if e.is_global else self._cause
         if cause is not None:
-            self._fire(now, "accept_relief", measured=cause[0], threshold=cause[1],
-                       condition=f"relief: {cause[2]}; approved preset {e.p.arms[0].preset} "
-                                 "bakes at 100% with SLO guardrails")
-        elif e.is_global:
-            self._fire(now, "accept_switchback", condition="rollout touches a global knob: switchback")
-        elif r.shadow == "on" or (r.shadow == "auto" and e.variants[0] != self.state.baseline_variant):
-            self._fire(now, "accept_rollout_shadow", measured=r.shadow, condition="shadow policy", threshold=None)
-        else:
-            self._fire(now, "accept_rollout", measured=r.canary_steps[0], condition="first canary step")
-        self._enter_phase(now)
+            return ("accept_relief", cause[0], f"relief: {cause[2]}; approved preset {e.p.arms[0].preset} "
+                                               "bakes at 100% with SLO guardrails", cause[1])
+        if e.is_global:
+            return "accept_switchback", None, "rollout touches a global knob: switchback", None
+        if r.shadow == "on" or (r.shadow == "auto" and e.variants[0] != self.state.baseline_variant):
+            return "accept_rollout_shadow", r.shadow, "shadow policy", None
+        return "accept_rollout", r.canary_steps[0], "first canary step", None
 
-    def _enter_phase(self, now: int, new_segment: bool = False) -> None:
+    def _layout(self, e: _Exp, state: S) -> Optional[tuple]:
+        """What experiment `e` publishes in `state` (its current step and segment): (slots,
+        global knobs, reason, candidate weight or None), or None for a state without a phase.
+        Pure: propose lays out the first phase with it before the experiment begins."""
+        r, base = self.g.rollout, self.state.baseline
+        bvar = self.state.baseline_variant
+        if state is S.PROBING and not e.is_global:
+            w = r.probe_weight
+            return ((SlotSpec(1.0 - w * len(e.arms), bvar, base),) + tuple(SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)),
+                    base, "probe", None)
+        if state is S.PROBING:
+            a = e.seg_order[e.seg]
+            return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a],
+                    f"probe segment {e.seg} arm {a}", None)
+        if state is S.SHADOW or state is S.CANARY:
+            w = r.shadow_weight if state is S.SHADOW else r.canary_steps[e.step]
+            return ((SlotSpec(1.0 - w, bvar, base), SlotSpec(w, e.variants[0], e.arms[0])), base,
+                    "shadow" if state is S.SHADOW else f"canary step {e.step} weight {w}", w)
+        if state is S.SWITCHBACK:
+            if self._sb_is_candidate(e.seg):
+                return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[0], e.arms[0])), e.arms[0],
+                        f"switchback segment {e.seg}: candidate", None)
+            return (SlotSpec(1.0, bvar, base),), base, f"switchback segment {e.seg}: baseline", None
+        if state is S.BAKING:
+            return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[0], e.arms[0])),
+                    e.arms[0] if e.is_global else base, "baking", 1.0)
+        return None
+
+    def _enter_phase(self, now: int, new_segment: bool = False, laid_out: Optional[tuple] = None) -> None:
         """Publish the snapshot of the current phase and reset its accumulators. A new segment
-        of the same phase (switchback, global probe) keeps the phase's pairs and series."""
-        e, r = self.exp, self.g.rollout
+        of the same phase (switchback, global probe) keeps the phase's pairs and series.
+        laid_out: (snapshot, layout) of a first phase that propose already published."""
+        e = self.exp
         if new_segment:
             e.wins, e.cand, e.base = {}, {}, {}
         else:
             e.reset_phase()
             e.phase_start = now
-        base = self.state.baseline
-        if self.mstate is S.PROBING and not e.is_global:
-            w = r.probe_weight
-            slots = [self._base_slot(1.0 - w * len(e.arms))] + [SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)]
-            self._publish(now, slots, base, e.salt, "probe")
-        elif self.mstate is S.PROBING:
-            a = e.seg_order[e.seg]
-            self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a], e.salt,
-                          f"probe segment {e.seg} arm {a}")
-        elif self.mstate is S.SHADOW:
-            e.weight = r.shadow_weight
-            self._publish(now, (self._base_slot(1.0 - e.weight), SlotSpec(e.weight, e.variants[0], e.arms[0])),
-                          base, e.salt, "shadow")
-        elif self.mstate is S.CANARY:
-            e.weight = r.canary_steps[e.step]
-            self._publish(now, (self._base_slot(1.0 - e.weight), SlotSpec(e.weight, e.variants[0], e.arms[0])),
-                          base, e.salt, f"canary step {e.step} weight {e.weight}")
-        elif self.mstate is S.SWITCHBACK:
-            if self._sb_is_candidate(e.seg):
-                self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])), e.arms[0],
-                              e.salt, f"switchback segment {e.seg}: candidate")
-            else:
-                self._publish(now, (self._base_slot(1.0),), base, e.salt, f"switchback segment {e.seg}: baseline")
-        elif self.mstate is S.BAKING:
-            e.weight = 1.0
-            glob = e.arms[0] if e.is_global else base
-            self._publish(now, (self._base_slot(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])), glob, e.salt, "baking")
+        snap, lay = laid_out if laid_out is not None else (None, self._layout(e, self.mstate))
+        if lay is None:
+            return
+        slots, glob, reason, w = lay
+        if w is not None:
+            e.weight = w
+        self._publish(now, slots, glob, e.salt, reason, snap)
 
     @staticmethod
     def _sb_is_candidate(seg: int) -> bool:
