@@ -54,10 +54,9 @@ CHECK_NS = NS // 10              # is the segment still the data plane's, is the
 TIMINGS_KEPT = 2000              # samples per stage that `timings` and the cycle quantiles use
 # Group commit of the audit ledger: the writer thread is woken at the end of a cycle that queued
 # an event changing the baseline or the safety state (URGENT_EVENTS), else at most every
-# AUDIT_BATCH_NS. Each batch costs the writer ~0.4 ms of CPU (wake-up, encode, write, fdatasync)
-# whatever its size, so bookkeeping events (apply, ack, transition, evaluation...) are batched:
-# durable within AUDIT_BATCH_NS + one fdatasync, a promotion or rollback within one cycle + one.
-AUDIT_BATCH_NS = 50 * NS // 1000
+# audit.batch_s. Each batch costs the writer a wake-up, encoding, a write and an fdatasync whatever
+# its size, so bookkeeping events (apply, ack, transition, evaluation...) are batched: durable
+# within audit.batch_s + one fdatasync, a promotion or rollback within one cycle + one.
 URGENT_EVENTS = frozenset(("Promotion", "Rollback", "Quarantine", "SafeModeEntered", "SafeModeExited", "KillSwitch",
                            "CommandEvent", "ConfigReload"))
 
@@ -140,6 +139,7 @@ class Daemon:
         self._qf = self._quantile_fields(self.g)
         self._qmask = 0
         self._ns = self._periods_ns(self.g)
+        self._audit_batch_ns = int(self.g.audit.batch_s * NS)
         self.bus = None
         self.last_summary_ns = 0
         self._audit_pending = False       # events queued with wake=False since the writer was woken
@@ -189,9 +189,9 @@ class Daemon:
             self._bus_events(events)
 
     def _wake_audit(self, now: int) -> None:
-        """End of cycle: wake the ledger writer per the group-commit rule (see AUDIT_BATCH_NS)."""
+        """End of cycle: wake the ledger writer per the group-commit rule (see URGENT_EVENTS)."""
         if self._audit_pending and self.ledger is not None and (
-                self._audit_urgent or now - self._audit_woken_ns >= AUDIT_BATCH_NS):
+                self._audit_urgent or now - self._audit_woken_ns >= self._audit_batch_ns):
             self._audit_pending = self._audit_urgent = False
             self._audit_woken_ns = now
             self.ledger.wake()
@@ -557,6 +557,7 @@ class Daemon:
         self.g = g
         self._qf = self._quantile_fields(g)
         self._ns = self._periods_ns(g)
+        self._audit_batch_ns = int(g.audit.batch_s * NS)
         if self.seg is not None:
             self._qmask = quantile_mask(self.field_names, self._qf)
         self.config_generation += 1

@@ -210,9 +210,16 @@ class SafeMode(msgspec.Struct, **_S):
 
 
 class Audit(msgspec.Struct, **_S):
+    """`batch_s`: group commit of the bookkeeping events (proposals, verdicts, applies, acks,
+    transitions, evaluations): written and fdatasync'ed at most this often. Events that change
+    the baseline or the safety state (promotion, rollback, quarantine, safe mode, kill switch,
+    commands, config reloads) are written and synced at the end of their cycle whatever this says.
+    Each batch costs the writer thread a wake-up, encoding and an fdatasync (~0.2-0.4 ms of CPU
+    on a small VM), so a shorter batch buys durability of bookkeeping with CPU."""
     path: str = "/var/lib/arqond/audit.log"
     queue_size: int = 65536
     high_water_ratio: float = 0.8
+    batch_s: float = 0.1
 
 
 class Metrics(msgspec.Struct, **_S):
@@ -628,6 +635,8 @@ def _semantic(src: _Src, g: Guardrails) -> None:
         e(("audit", "queue_size"), g.audit.queue_size, "a whole number >= 1")
     if not 0 < g.audit.high_water_ratio <= 1:
         e(("audit", "high_water_ratio"), g.audit.high_water_ratio, "a ratio in (0, 1]")
+    if not 0 <= g.audit.batch_s <= 1:
+        e(("audit", "batch_s"), g.audit.batch_s, "seconds in [0, 1] (0: every cycle's events at the end of that cycle)")
     m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d+)", g.metrics.address)
     if not m or not 0 <= int(m.group(2)) <= 65535:
         e(("metrics", "address"), g.metrics.address,

@@ -70,6 +70,7 @@ cases = {
  "yes_is_a_bool": ("budget.max_change", "True (bool)", lambda t: t + "budget:\n  max_change: yes" + M + "\n"),
  "empty_allowlist": ("knobs", "at least one allowlisted knob", lambda t: t.replace("knobs:\n  decay:\n    min: 0.05\n    max: 0.5\n    max_delta: 0.05\n  noise:\n    max: 0.3\n", "knobs: {}" + M + "\n")),
  "hysteresis_ratio": ("anti_thrashing.hysteresis", "[0, 1)", lambda t: t + "anti_thrashing:\n  hysteresis: 1.5" + M + "\n"),
+ "audit_batch_too_long": ("audit.batch_s", "seconds in [0, 1]", lambda t: t + "audit:\n  batch_s: 5" + M + "\n"),
  "syntax_error": ("(syntax)", "expected valid YAML", lambda t: t.replace("  confidence: 0.99", "  confidence: [0.99" + M)),
 }
 out = pathlib.Path(__file__).parent
