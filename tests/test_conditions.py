@@ -329,3 +329,23 @@ def test_context_persist_s_sets_how_long_a_fall_must_persist():
     assert n == 6                                   # 50 ms after the first observation outside, not 250
     with pytest.raises(ConfigError, match="tuning.context_persist_s"):
         load_guardrails((CFG % "true").replace("context_fast_rise: {load: 2}", "context_fast_rise: {load: 2}, context_persist_s: -1"))
+
+
+@pytest.mark.parametrize("load, fresh, want", [(1100.0, True, True), (250.0, True, True), (190.0, True, False),
+                                               (40.0, True, False), (1100.0, False, False), (None, True, False)])
+def test_relief_ready_only_when_a_preset_could_skip_the_cooldown(load, fresh, want):
+    """The runtime asks Tier 2 for a regime preset during a cooldown only when relief_ready: a
+    fast rise beyond the baseline entry's context (a fall or a small rise would only be refused
+    for the cooldown, every few cycles, into the ledger)."""
+    p = Plane()
+    p.step(load)
+    if not fresh:
+        for _ in range(110):                       # 1.1 s without a load measurement
+            p.step(None)
+    assert p.x.relief_ready(p.t) is want
+    if load is not None and fresh:                 # what relief_ready promises, propose keeps
+        preset = nearest_entry([c for c in p.x.g.catalog.variants if c.context], ("load",), {"load": load})[0]
+        arm = {"busy": BUSY, "mid": Arm({"b": 0.45}, preset="mid")}.get(preset.id)
+        if arm is not None:
+            v = p.propose(arm)
+            assert v.accepted and (p.x.mstate is S.BAKING) is want

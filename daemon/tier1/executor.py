@@ -1273,14 +1273,19 @@ class Executor:
 
     def relief_ready(self, now_ns: int) -> bool:
         """rollout.relief is on and either the baseline breached an enforcing SLO within the last
-        second or conditions were measured within it (some approved preset is the one for them):
-        an approved preset may start now, even during a cooldown (see `propose`)."""
+        second or the conditions measured within it rose to a `tuning.context_fast_rise` factor
+        beyond the context of the entry the baseline is: then the approved preset nearest them
+        may start now, even during a cooldown (see `_relief_cause`). Otherwise (a fall, steady
+        conditions) a preset would only be refused for the cooldown: nobody needs to ask."""
         if not self.g.rollout.relief:
             return False
         if self._baseline_breach(now_ns) is not None:
             return True
         c = self._conditions
-        return c is not None and now_ns - c[0] <= NS and bool(self._ctx_presets)
+        if c is None or now_ns - c[0] > NS or not self._ctx_presets:
+            return False
+        base = self._baseline_entry()
+        return base is not None and risen_beyond(base.context, c[1], self._fast_rise) is not None
 
     def _relief_cause(self, now: int, preset: Optional[str]) -> Optional[tuple[float, Optional[float], str]]:
         """Why approved preset `preset` may skip the canary now, as (measured, threshold, reason)
