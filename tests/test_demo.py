@@ -143,6 +143,17 @@ def test_shipped_universe_presets_cover_every_phase():
     assert all(set(c.knobs) == {"diffusion", "decay", "noise", "substeps"} for c in presets)
 
 
+def test_universe_points_last_one_demo_phase():
+    """The sweep (the floors' best static) and discovery (the presets) score a universe point over
+    one phase of `make demo`, at its drift speed."""
+    from daemon.demo.apps import PHASES
+    from daemon.demo.discover import SECONDS_PER_POINT
+    from daemon.demo.sweep import UNIVERSE_POINT_S
+    assert UNIVERSE_POINT_S == demo.DEFAULT_SECONDS["universe"] / len(PHASES["universe"])
+    assert SECONDS_PER_POINT["universe"] == UNIVERSE_POINT_S
+    assert json.loads(demo.BEST_STATIC.read_text())["universe"]["seconds_per_point"] == UNIVERSE_POINT_S
+
+
 def test_live_reference_skips_the_settling_second():
     ph = {"conditions": {"slo_step_time_s": 2e-4}}
     grp = lambda err: {"count": 100, "fields": {"error": {"mean": err}, "step_time_s": {"p50": 1e-5},

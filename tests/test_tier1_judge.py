@@ -65,6 +65,31 @@ def test_autocorrelated_differences_widen_the_interval():
     assert ar.stderr > 1.5 * shuffled.stderr
 
 
+def test_a_drifting_difference_is_not_counted_as_autocorrelation():
+    # universe drift phase (seed 1, 16 blocks of 0.1 s): the target moves and the preset gains on
+    # the baseline every block; on the raw differences r ~0.8 and the interval held to the deadline
+    rng = np.random.default_rng(4)
+    base = 1.0 + 0.012 * np.arange(16)
+    cand = base - (0.1 + 0.045 * np.arange(16)) + 0.005 * rng.standard_normal(16)
+    v = _test().decide("objective", list(cand), list(base), worse_if_higher=True, alpha_look=0.0025)
+    assert v.decision == "promote" and v.lag1 < 0.4 and v.trend_end < v.mean_diff < -0.3
+    # ...while noise correlated from block to block around a level still widens (see above)
+
+
+def test_a_drift_past_the_margin_vetoes_promotion_and_a_drift_back_vetoes_abort():
+    rng = np.random.default_rng(5)
+    x = np.arange(16)
+    base = [1.0] * 16
+    # better on average over the blocks (-10 %), but the line is at +10 % by the latest block
+    worse = 1.0 - 0.3 + 0.027 * x + 0.003 * rng.standard_normal(16)
+    v = _test().decide("objective", list(worse), base, worse_if_higher=True, alpha_look=0.0025)
+    assert v.ucb < 0.05 and v.trend_end > 0.05 and v.decision == "hold"
+    # worse on average (+15 %), but back below the baseline by the latest block
+    back = 1.0 + 0.35 - 0.027 * x + 0.003 * rng.standard_normal(16)
+    v = _test().decide("objective", list(back), base, worse_if_higher=True, alpha_look=0.0025)
+    assert v.lcb > 0.0 and v.trend_end < 0.0 and v.decision == "hold"
+
+
 def _mv(decision, enforce=True):
     return MetricVerdict("m", decision, 8, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.05, 0.0, 0.01, enforce)
 

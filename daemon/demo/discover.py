@@ -23,13 +23,17 @@ from typing import Any, Optional
 from daemon.tier1.config import load_guardrails, resolve_knob
 
 from .apps import PHASES, ROOT, declared_knobs
-from .sweep import UNIVERSE_GRID, UNIVERSE_REFINE, approved_variants, best_static
+from .sweep import UNIVERSE_GRID, UNIVERSE_POINT_S, UNIVERSE_REFINE, approved_variants, best_static
 
 PROFILES = {"universe": ROOT / "guardrails.yaml", "serve": ROOT / "profiles" / "serve.yaml"}
 SOURCES = {"universe": ROOT / "native" / "apps" / "universe.c", "serve": ROOT / "native" / "apps" / "serve.c"}
 DEFAULT_SEED = 2          # training seed; the demo evaluates on seed 1
-SECONDS_PER_POINT = 2.0   # 1 s points let the compass refinement fit the training seed's noise (seed 2's
-                          # surge preset moved to diffusion 0.6125, ~10% worse than 0.6 on seed 1)
+# Seconds per point. 1 s points let the compass refinement fit the training seed's noise (seed 2's
+# surge preset moved to diffusion 0.6125, ~10% worse than 0.6 on seed 1). Universe points last a
+# demo phase, as in the sweep (UNIVERSE_POINT_S): a 2 s point holds back the first 10 % of the
+# drift, where the demo's drift phase starts; its preset began that phase at objective 0.96 on
+# seed 1 and took 2.4 s to reach 0.36, the 8 s preset begins at 0.71 and takes 1.5 s.
+SECONDS_PER_POINT = {"universe": UNIVERSE_POINT_S, "serve": 2.0}
 
 
 def _grid(kind: str) -> dict[str, tuple]:
@@ -58,7 +62,7 @@ def discover(kind: str, seed: int = DEFAULT_SEED, seconds_per_point: Optional[fl
     g = load_guardrails(PROFILES[kind])
     ctx = list(g.tuning.context)
     t0 = time.monotonic()
-    seconds_per_point = seconds_per_point or SECONDS_PER_POINT
+    seconds_per_point = seconds_per_point or SECONDS_PER_POINT[kind]
     refine = None
     if kind == "universe":
         grid = _grid(kind)

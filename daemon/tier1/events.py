@@ -109,6 +109,8 @@ class MetricVerdict(msgspec.Struct, frozen=True):
     abort_margin: float
     alpha_look: float
     enforce: bool = True
+    trend_end: Optional[float] = None   # least-squares line of the differences at the latest block
+                                        # (same orientation and scale); a verdict against it is vetoed
 
 
 class FeasibilityVerdict(msgspec.Struct, frozen=True):
