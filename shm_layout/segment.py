@@ -13,8 +13,7 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass
-from typing import NamedTuple
-
+import msgspec
 import numpy as np
 import posix_ipc
 
@@ -147,8 +146,10 @@ class RingStats:
     producer_heartbeat_ns: int
 
 
-class PlaneState(NamedTuple):
-    """The data plane's side of the control block (a tuple: one is built every cycle)."""
+class PlaneState(msgspec.Struct, frozen=True):
+    """The data plane's side of the control block. One is built every cycle: a msgspec Struct
+    built positionally costs a third of a NamedTuple built by keyword after the loop's 10 ms
+    sleep (cold caches: ~12 vs ~35 us on the 2-vCPU VM)."""
     ack_generation: int
     lease_state: int            # spec.LEASE_*
     lease_deadline_ns: int
@@ -414,14 +415,14 @@ class Segment:
         the next call reuses; see arqd_summarize in native/src/arqd_helper.h for which records
         count. quantile_mask: bit j set = compute p50/p95/p99 of declaration field j."""
         drained = lib.arqd_poll_summarize(*self._ps_rings, now_ns, lease_deadline_ns, self._state_ptr, self._nf,
-                                          generation, max(since_ns, 0), quantile_mask, *self._ps_out)
+                                          generation, since_ns if since_ns > 0 else 0, quantile_mask, *self._ps_out)
         if drained < 0:
             r = -drained - 1
             raise AttachError(self.name, "ring_invariant", f"ring {r}: indices broke head <= tail <= head + cap")
         st = self._state.tolist()
-        return drained, self._used[0], PlaneState(ack_generation=st[0], lease_state=st[1],
-                                                  lease_deadline_ns=lease_deadline_ns, lease_lapses=st[2],
-                                                  plane_heartbeat_ns=st[3], state=st[4])
+        # positional, in field order: (ack_generation, lease_state, lease_deadline_ns, lease_lapses,
+        # plane_heartbeat_ns, state)
+        return drained, self._used[0], PlaneState(st[0], st[1], lease_deadline_ns, st[2], st[3], st[4])
 
     @property
     def slot_records(self) -> np.ndarray:
