@@ -75,6 +75,13 @@ class CycleTimer:
         if rc < 0:
             raise OSError(-rc, f"cycle timer: timerfd_settime failed: {os.strerror(-rc)}")
 
+    def arm_every(self, first_ns: int, period_ns: int) -> None:
+        """First expiry at `first_ns`, then every `period_ns` on that grid (no syscall per
+        cycle; a late cycle is one wake-up, its ack counting the expirations missed)."""
+        rc = _lib.arqd_timer_arm_every(self.fd, first_ns, period_ns)
+        if rc < 0:
+            raise OSError(-rc, f"cycle timer: timerfd_settime failed: {os.strerror(-rc)}")
+
     def ack(self) -> int:
         """Expirations since the last ack; 0 for a spurious wake-up."""
         return _lib.arqd_timer_ack(self.fd)
@@ -149,7 +156,7 @@ class Daemon:
         self._next_check_ns = 0
         self._cycles_folded = 0           # timings["cycle"] entries already in the metrics histogram
         self._timer: Optional[CycleTimer] = None
-        self._next_tick_ns = 0
+        self._tick_period_ns = 0          # what the periodic cycle timer is armed with
         self._ready = False
         self._pacer = None
         self._fatal: Optional[BaseException] = None
@@ -664,8 +671,8 @@ class Daemon:
         self._pacer = sdnotify.WatchdogPacer(wd) if wd else None
         self._timer = CycleTimer()
         loop.add_reader(self._timer.fd, self._tick)
-        self._next_tick_ns = time.monotonic_ns()
-        self._timer.arm(self._next_tick_ns)
+        self._tick_period_ns = NS // 10           # until attached: look for the segment 10x a second
+        self._timer.arm_every(time.monotonic_ns(), self._tick_period_ns)
         try:
             await self.stop_event.wait()          # cycles run in _tick, from the event loop
             if self._fatal is not None:
@@ -708,11 +715,13 @@ class Daemon:
                 self.metrics.update(self.status(cycle_quantiles=False))
             if self._pacer is not None and self._pacer.due(now / NS):
                 sdnotify.watchdog()
-            self._next_tick_ns += self._ns[0] if self.seg is not None else NS // 10
-            now = time.monotonic_ns()
-            if self._next_tick_ns < now:
-                self._next_tick_ns = now          # fell behind: do not burst to catch up
-            self._timer.arm(self._next_tick_ns)
+            # The timer is periodic: re-armed only when the period changes (attach, detach, a
+            # reload of cycle.period_s), not once per cycle. A cycle that fell behind is one
+            # wake-up whatever it missed (the ack above consumes the count): no burst to catch up.
+            period = self._ns[0] if self.seg is not None else NS // 10
+            if period != self._tick_period_ns:
+                self._tick_period_ns = period
+                self._timer.arm_every(time.monotonic_ns() + period, period)
         except BaseException as e:                # noqa: BLE001 - never a silent stall: stop and say why
             log.exception("decision loop bookkeeping failed; stopping")
             self._fatal = e

@@ -261,6 +261,18 @@ int arqd_timer_arm(int fd, uint64_t deadline_ns) {
     return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
 }
 
+int arqd_timer_arm_every(int fd, uint64_t first_ns, uint64_t period_ns) {
+    if (first_ns == 0) first_ns = 1;         /* as arqd_timer_arm: 0 would disarm */
+    if (period_ns == 0) return -EINVAL;      /* an interval of 0 would make it one-shot */
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(first_ns / 1000000000ull);
+    its.it_value.tv_nsec = (long)(first_ns % 1000000000ull);
+    its.it_interval.tv_sec = (time_t)(period_ns / 1000000000ull);
+    its.it_interval.tv_nsec = (long)(period_ns % 1000000000ull);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
+}
+
 uint64_t arqd_timer_ack(int fd) {
     uint64_t n = 0;
     return read(fd, &n, sizeof n) == (ssize_t)sizeof n ? n : 0;

@@ -55,6 +55,9 @@ int64_t  arqd_poll_summarize(void *base, uint64_t rings_off, uint64_t stride, un
  * often wake twice). arqd_timer_open also sets this thread's timer slack to 1 us. */
 int      arqd_timer_open(void);                 /* fd, or -errno */
 int      arqd_timer_arm(int fd, uint64_t deadline_ns);  /* 0 or -errno */
+/* Periodic: first expiry at first_ns (absolute), then every period_ns on that grid, with no
+ * syscall per cycle; a late reader gets one wake-up and the count of expirations it missed. */
+int      arqd_timer_arm_every(int fd, uint64_t first_ns, uint64_t period_ns);  /* 0 or -errno */
 uint64_t arqd_timer_ack(int fd);                /* expirations since the last ack (0 if none) */
 
 /* ---- snapshot encode ----
