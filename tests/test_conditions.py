@@ -349,3 +349,33 @@ def test_relief_ready_only_when_a_preset_could_skip_the_cooldown(load, fresh, wa
         if arm is not None:
             v = p.propose(arm)
             assert v.accepted and (p.x.mstate is S.BAKING) is want
+
+
+@pytest.mark.parametrize("status, retried", [("slo_breach", True), ("regression", True), ("aborted", False),
+                                             ("insufficient_data", False)])
+def test_a_regime_preset_that_failed_is_replaced_by_the_next_nearest(status, retried):
+    """Entered half-way up a step, the preset nearest the load measured then may not carry the
+    rest of it: when it is rolled back for an SLO breach or a regression, the regime chooses
+    again without it (serve: int8 at 0.7 fp32 capacities broke its p99, the high phase needed
+    early_exit_1; the tuner instead probed the overloaded baseline into safe mode). A cancel or
+    missing data is no verdict on the preset: no retry."""
+    from daemon.tier1.model import Evaluation
+    d = TuningDriver(load_guardrails(CFG % "true"), DECL)
+    base, t = {"a": 0.5, "b": 0.5}, 1
+    for load in (100.0, 400.0, 400.0):          # 4x: a fast rise; mid (180) is nearest, then busy (1000)
+        t += 10 * MS
+        d.observe({"load": load}, base, "ref", t)
+    p = d.next_proposal(base, "ref", {"load": 400.0}, t)
+    assert p.source == "context" and p.arms[0].preset == "mid"
+    d.on_evaluations([Evaluation(p.proposal_id, 0, status, 2.0, 1.0, 100, 4, 0.01)])
+    q = None
+    for _ in range(3):
+        t += 10 * MS
+        d.observe({"load": 400.0}, base, "ref", t)
+        q = d.next_proposal(base, "ref", {"load": 400.0}, t)
+        if q is not None:
+            break
+    if retried:
+        assert q is not None and q.source == "context" and q.arms[0].preset == "busy", q
+    else:
+        assert q is None or q.source != "context", q

@@ -112,6 +112,7 @@ class TuningDriver:
         self.regime_tries = 0              # entry rollouts refused so far in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
         self.regime_transient = 0          # transient refusals of it so far (RETRY_RULES)
+        self.regime_failed: set[str] = set()   # presets rolled back for an SLO breach or a regression in this regime
         self.regime_base: Optional[tuple] = None   # the baseline when the regime was entered
         self.memory: dict[tuple, tuple] = {}      # regime -> (knobs tuple, variant) last promoted there
         self.hold_variants = False         # no variant exploration in this regime (entered by a fast-rise field rising)
@@ -286,6 +287,7 @@ class TuningDriver:
             return
         self.regime_acted, self.regime_base = False, cur
         self.regime_tries, self.regime_wait, self.regime_transient = 0, 0, 0
+        self.regime_failed = set()
         # SLA first under rising load: entering by a rise in a `context_fast_rise` field (the
         # operator's word that such a rise threatens the SLA) holds variant exploration for the
         # regime's stay. The approved preset for these conditions goes first; a tournament of the
@@ -310,7 +312,8 @@ class TuningDriver:
             if not arm.knobs and arm.variant is None:
                 return None, ""
             return arm, "what was promoted last time in these conditions"
-        best, dist = nearest_entry(self.presets, self.ctx_fields, context)
+        entries = [c for c in self.presets if c.id not in self.regime_failed] if self.regime_failed else self.presets
+        best, dist = nearest_entry(entries, self.ctx_fields, context)
         if best is None:
             return None, ""
         knobs = {k: float(v) for k, v in best.knobs.items()}
@@ -472,6 +475,17 @@ class TuningDriver:
                     self.winner = p.arms[best.arm]
             self.round += 1
         elif kind == "rollout":
+            if p.source == "context" and p.arms[0].preset is not None \
+                    and any(e.status in ("slo_breach", "regression") for e in mine):
+                # The regime's preset failed here (entered half-way up a load step, the preset
+                # nearest the load measured then cannot carry the rest of it): choose again without
+                # it, after the cooldown, within the regime's attempts. Before, the regime counted
+                # as acted: the knob tuner then probed an overloaded baseline until five regressions
+                # put Tier 1 in safe mode (serve, 1 short demo in ~10).
+                self.regime_failed.add(p.arms[0].preset)
+                self.regime_tries += 1
+                if self.regime_tries < REGIME_ATTEMPTS:
+                    self.regime_acted, self.regime_wait = False, 0
             self._after_rollout(p)
 
     def _greedy(self, p: Proposal, mine: list[Evaluation], y: list[float]) -> None:
