@@ -734,16 +734,6 @@ class Executor:
                 run_id=self.run_id, seq=seq + 2, cycle=cycle, t_ns=now, config_generation=cg,
                 proposal_id=p.proposal_id, accepted=True, rule="", value=None, limit=None, message="accepted",
                 touches=tuple(kt for _, kt in self._knob_touches(p, arms, is_global)), horizon_ns=self.horizon_ns))
-            apply = self.state.apply
-            for x in events:
-                apply(x)
-            # the experiment begins: its accept transition and the Apply of the snapshot already published
-            self.exp = e
-            self._fire(now, *accept)
-            self._enter_phase(now, laid_out=laid_out)
-            events += self._events
-            self._events, self._snap = [], None   # the caller published the snapshot already
-            return keep.events + events if keep is not None else events
         else:
             r, msg, thrash = info
             events.append(ev.ValidationVerdict(
@@ -751,8 +741,15 @@ class Executor:
                 proposal_id=p.proposal_id, accepted=False, rule=r.rule, value=r.value, limit=r.limit, message=msg,
                 thrash_cooldown=thrash))
         apply = self.state.apply
-        for e in events:
-            apply(e)
+        for x in events:
+            apply(x)
+        if accepted:
+            # the experiment begins: its accept transition and the Apply of the snapshot already published
+            self.exp = e
+            self._fire(now, *accept)
+            self._enter_phase(now, laid_out=laid_out)
+            events += self._events
+            self._events, self._snap = [], None   # the caller published the snapshot already
         return keep.events + events if keep is not None else events
 
     def _seen(self, proposal_id: str) -> bool:
@@ -1131,27 +1128,26 @@ class Executor:
         """What experiment `e` publishes in `state` (its current step and segment): (slots,
         global knobs, reason, candidate weight or None), or None for a state without a phase.
         Pure: propose lays out the first phase with it before the experiment begins."""
-        r, base = self.g.rollout, self.state.baseline
-        bvar = self.state.baseline_variant
+        r, base, bs = self.g.rollout, self.state.baseline, self._base_slot
         if state is S.PROBING and not e.is_global:
             w = r.probe_weight
-            return ((SlotSpec(1.0 - w * len(e.arms), bvar, base),) + tuple(SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)),
+            return ((bs(1.0 - w * len(e.arms)),) + tuple(SlotSpec(w, v, a) for a, v in zip(e.arms, e.variants)),
                     base, "probe", None)
         if state is S.PROBING:
             a = e.seg_order[e.seg]
-            return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a],
+            return ((bs(0.0), SlotSpec(1.0, e.variants[a], e.arms[a])), e.arms[a],
                     f"probe segment {e.seg} arm {a}", None)
         if state is S.SHADOW or state is S.CANARY:
             w = r.shadow_weight if state is S.SHADOW else r.canary_steps[e.step]
-            return ((SlotSpec(1.0 - w, bvar, base), SlotSpec(w, e.variants[0], e.arms[0])), base,
+            return ((bs(1.0 - w), SlotSpec(w, e.variants[0], e.arms[0])), base,
                     "shadow" if state is S.SHADOW else f"canary step {e.step} weight {w}", w)
         if state is S.SWITCHBACK:
             if self._sb_is_candidate(e.seg):
-                return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[0], e.arms[0])), e.arms[0],
+                return ((bs(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])), e.arms[0],
                         f"switchback segment {e.seg}: candidate", None)
-            return (SlotSpec(1.0, bvar, base),), base, f"switchback segment {e.seg}: baseline", None
+            return (bs(1.0),), base, f"switchback segment {e.seg}: baseline", None
         if state is S.BAKING:
-            return ((SlotSpec(0.0, bvar, base), SlotSpec(1.0, e.variants[0], e.arms[0])),
+            return ((bs(0.0), SlotSpec(1.0, e.variants[0], e.arms[0])),
                     e.arms[0] if e.is_global else base, "baking", 1.0)
         return None
 
