@@ -62,18 +62,13 @@ URGENT_EVENTS = frozenset(("Promotion", "Rollback", "Quarantine", "SafeModeEnter
 
 
 class CycleTimer:
-    """A CLOCK_MONOTONIC timerfd armed at absolute deadlines; the event loop watches `fd`."""
+    """A periodic CLOCK_MONOTONIC timerfd on an absolute grid; the event loop watches `fd`."""
 
     def __init__(self):
         fd = _lib.arqd_timer_open()
         if fd < 0:
             raise OSError(-fd, f"cycle timer: timerfd_create failed: {os.strerror(-fd)}")
         self.fd = fd
-
-    def arm(self, deadline_ns: int) -> None:
-        rc = _lib.arqd_timer_arm(self.fd, deadline_ns)
-        if rc < 0:
-            raise OSError(-rc, f"cycle timer: timerfd_settime failed: {os.strerror(-rc)}")
 
     def arm_every(self, first_ns: int, period_ns: int) -> None:
         """First expiry at `first_ns`, then every `period_ns` on that grid (no syscall per

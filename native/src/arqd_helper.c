@@ -252,17 +252,8 @@ int arqd_timer_open(void) {
     return fd < 0 ? -errno : fd;
 }
 
-int arqd_timer_arm(int fd, uint64_t deadline_ns) {
-    if (deadline_ns == 0) deadline_ns = 1;   /* it_value 0 would disarm: 1 ns is long past, fires now */
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    its.it_value.tv_sec = (time_t)(deadline_ns / 1000000000ull);
-    its.it_value.tv_nsec = (long)(deadline_ns % 1000000000ull);
-    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
-}
-
 int arqd_timer_arm_every(int fd, uint64_t first_ns, uint64_t period_ns) {
-    if (first_ns == 0) first_ns = 1;         /* as arqd_timer_arm: 0 would disarm */
+    if (first_ns == 0) first_ns = 1;         /* it_value 0 would disarm: 1 ns is long past, fires now */
     if (period_ns == 0) return -EINVAL;      /* an interval of 0 would make it one-shot */
     struct itimerspec its;
     memset(&its, 0, sizeof its);

@@ -50,11 +50,10 @@ int64_t  arqd_poll_summarize(void *base, uint64_t rings_off, uint64_t stride, un
                              uint64_t *slot_records, double *stats, uint64_t *used);
 
 /* ---- cycle timer ----
- * A CLOCK_MONOTONIC timerfd armed at absolute deadlines (ns): the event loop watches the fd,
+ * A periodic CLOCK_MONOTONIC timerfd on an absolute grid (ns): the event loop watches the fd,
  * so each cycle costs one wake-up at ns precision (libuv timers have 1 ms resolution and
  * often wake twice). arqd_timer_open also sets this thread's timer slack to 1 us. */
 int      arqd_timer_open(void);                 /* fd, or -errno */
-int      arqd_timer_arm(int fd, uint64_t deadline_ns);  /* 0 or -errno */
 /* Periodic: first expiry at first_ns (absolute), then every period_ns on that grid, with no
  * syscall per cycle; a late reader gets one wake-up and the count of expirations it missed. */
 int      arqd_timer_arm_every(int fd, uint64_t first_ns, uint64_t period_ns);  /* 0 or -errno */
