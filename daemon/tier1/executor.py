@@ -584,12 +584,12 @@ class Executor:
         self._events, self._evals, self._snap = [], [], None
         return out
 
-    def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str,
-                 spec: Optional[SnapshotSpec] = None) -> None:
-        """Record the Apply of the next snapshot (`spec` when the caller built it already)."""
-        if spec is None:
-            spec = SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
-                                global_knobs=tuple(global_knobs), salt=salt)
+    def _publish(self, now: int, slots: Sequence[SlotSpec], global_knobs: Sequence[float], salt: int, reason: str) -> None:
+        self._apply(now, SnapshotSpec(generation=self.state.generation + 1, slots=tuple(slots),
+                                      global_knobs=tuple(global_knobs), salt=salt), reason)
+
+    def _apply(self, now: int, spec: SnapshotSpec, reason: str) -> None:
+        """Record the Apply of `spec`, the next snapshot."""
         self._push(ev.Apply(run_id=self.run_id, seq=self.state.last_seq + 1, cycle=self.cycle, t_ns=now,
                             config_generation=self.config_generation, proposal_id=self._pid(),
                             new_config_version=spec.generation, reason=reason, snapshot=spec))
@@ -1167,7 +1167,10 @@ class Executor:
         slots, glob, reason, w = lay
         if w is not None:
             e.weight = w
-        self._publish(now, slots, glob, e.salt, reason, snap)
+        if snap is None:
+            self._publish(now, slots, glob, e.salt, reason)
+        else:
+            self._apply(now, snap, reason)
 
     @staticmethod
     def _sb_is_candidate(seg: int) -> bool:
