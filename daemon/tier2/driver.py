@@ -109,7 +109,7 @@ class TuningDriver:
         self.obs_ns = 0                    # now_ns of the last observe() (next_proposal skips a repeat)
         self.pending_regime: Optional[tuple] = None   # the regime a pending proposal was made in
         self.regime_acted = False          # the regime's entry rollout was proposed already
-        self.regime_tries = 0              # entry rollouts refused so far in this regime
+        self.regime_tries = 0              # entry rollouts refused, or rolled back for a breach, in this regime
         self.regime_wait = 0               # calls left before a refused entry rollout is retried
         self.regime_transient = 0          # transient refusals of it so far (RETRY_RULES)
         self.regime_failed: set[str] = set()   # presets rolled back for an SLO breach or a regression in this regime
@@ -485,7 +485,7 @@ class TuningDriver:
                 self.regime_failed.add(p.arms[0].preset)
                 self.regime_tries += 1
                 if self.regime_tries < REGIME_ATTEMPTS:
-                    self.regime_acted, self.regime_wait = False, 0
+                    self.regime_wait = 1   # as a refusal's retry (on_verdict): act again at the next call
             self._after_rollout(p)
 
     def _greedy(self, p: Proposal, mine: list[Evaluation], y: list[float]) -> None:
