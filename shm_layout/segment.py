@@ -147,9 +147,9 @@ class RingStats:
 
 
 class PlaneState(msgspec.Struct, frozen=True):
-    """The data plane's side of the control block. One is built every cycle: a msgspec Struct
-    built positionally costs a third of a NamedTuple built by keyword after the loop's 10 ms
-    sleep (cold caches: ~12 vs ~35 us on the 2-vCPU VM)."""
+    """The data plane's side of the control block. One is built every cycle, so it is a msgspec
+    Struct built positionally: with a NamedTuple built by keyword, `poll_summary` with no records
+    took 77-81 us p50 after a 10 ms sleep (the loop's cold caches, 2-vCPU VM), 63-64 us now."""
     ack_generation: int
     lease_state: int            # spec.LEASE_*
     lease_deadline_ns: int
