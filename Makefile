@@ -50,7 +50,7 @@ $(B)/tsan/%: native/tests/%.c $(LIBSRC) $(HDRS) | $(B)
 	$(CC) -O1 -g -fsanitize=thread $(WARN) $(INC) $< $(LIBSRC) -o $@ -lpthread -lm
 
 # cffi helper (daemon side of the shm protocol), compiled in place next to shm_layout.
-ffi: $(VENV)/.stamp native/src/shm_proto.h native/src/arqd_helper.c native/include/arqon_layout.h shm_layout/_build_ffi.py
+ffi: $(VENV)/.stamp native/src/shm_proto.h native/src/arqd_helper.c native/src/arqd_helper.h native/src/arqd_admit.c native/include/arqon_layout.h shm_layout/_build_ffi.py
 	$(VPY) shm_layout/_build_ffi.py
 
 header: $(VENV)/.stamp

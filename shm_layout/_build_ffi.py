@@ -21,7 +21,7 @@ with open(os.path.join(SRC, "arqd_helper.h")) as f:
 ffibuilder.set_source(
     "shm_layout._shm",
     '#include "arqd_helper.h"',
-    sources=[os.path.join(SRC, "arqd_helper.c")],
+    sources=[os.path.join(SRC, "arqd_helper.c"), os.path.join(SRC, "arqd_admit.c")],
     include_dirs=[SRC, INC],
     # no FMA contraction: the quantile interpolation must round exactly like numpy's
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Werror", "-ffp-contract=off"],

@@ -509,6 +509,15 @@ class Segment:
                                            [s.weight for s in slots], [s.variant for s in slots], snap.global_knobs,
                                            *knobs, lease_deadline_ns))
 
+    def publish_staged(self, staged, lease_deadline_ns: int) -> int:
+        """Publish a snapshot staged in C memory (`arqd_staged *`, from Tier 1's admission fast
+        path), then set the lease, as `publish` does; returns the seqlock seq."""
+        if not self._writer:
+            raise RuntimeError("publish without the writer role: call acquire_writer() first")
+        if not 1 <= staged.n_slots <= spec.MAX_SLOTS:
+            raise ValueError(f"slots: expected 1..{spec.MAX_SLOTS}, got {staged.n_slots}")
+        return int(lib.arqd_publish_staged(self._base, self._copy_ptr, self._nk, staged, lease_deadline_ns))
+
     def renew_lease(self, deadline_ns: int) -> None:
         lib.arqd_store_rel(self._u64(self._ctl_off("lease_deadline_ns")), deadline_ns)
 

@@ -27,7 +27,10 @@ MS = 1_000_000
 class ScanExecutor(Executor):
     """The executor without the shortcuts: list membership, the two-pass validation and the
     full scans of every knob's history (the code before the shortcuts, kept verbatim but for the anti-thrashing rule, which now reads
-    promoted baseline changes as the executor does)."""
+    promoted baseline changes as the executor does), and without the admission fast path."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, fast_path=False, **kw)
 
     def _seen(self, proposal_id):
         return proposal_id in self.state.recent_ids

@@ -294,8 +294,10 @@ def phase_decision(plane: Plane, tmp: Path, seconds: float, cpu_window_s: float)
                                "decision_cycle_p99_us": round(st["cycle"]["p99_s"] * 1e6, 1),
                                "decision_cycle_overruns": st["cycle"]["overruns"],
                                "decision_proposals": st.get("proposals", {}),
+                               "decision_fast_path": st.get("fast_path", {}),
                                "decision_rollbacks": st.get("rollbacks", {})}
         for stage, key in (("t2_decision", "t2_decision_us"), ("t1_apply", "t1_apply_us"),
+                           ("t1_apply_fast", "t1_apply_fast_us"), ("t1_apply_slow", "t1_apply_slow_us"),
                            ("t2_decision_cpu", "t2_decision_cpu_us"), ("t1_apply_cpu", "t1_apply_cpu_us"),
                            ("t1_propose", "t1_propose_us"), ("t1_complete", "t1_complete_us"),
                            ("t1_bookkeeping", "t1_bookkeeping_us"), ("t1_deferred", "t1_deferred_us"),

@@ -131,7 +131,7 @@ class Daemon:
         # publish: cycle start -> the snapshot Tier 1's step decided (a rollback, a canary step, a
         # promotion) is in shared memory.
         self.timings: dict[str, list[float]] = {"cycle": [], "summarize": [], "t1_step": [], "t2_decision": [],
-                                                "t1_apply": [], "t1_propose": [], "t1_complete": [],
+                                                "t1_apply": [], "t1_apply_fast": [], "t1_apply_slow": [], "t1_propose": [], "t1_complete": [],
                                                 "t1_bookkeeping": [], "t1_deferred": [], "t1_total": [],
                                                 "publish": [], "t2_decision_cpu": [], "t1_apply_cpu": [],
                                                 "t1_deferred_cpu": [], "propose_cycle_cpu": []}
@@ -534,7 +534,9 @@ class Daemon:
             safe_mode=ex.state.safe_mode, safe_mode_reason=self.safe_mode_reason if ex.state.safe_mode else "",
             kill_switch=ex.state.kill_switch, breaches=dict(self.breaches), rings=rings,
             proposals={k: v for k, v in self.metrics.counts()["proposals"].items() if v},
-            rollbacks={k: v for k, v in self.metrics.counts()["rollbacks"].items() if v})
+            rollbacks={k: v for k, v in self.metrics.counts()["rollbacks"].items() if v},
+            fast_path={"accepted": ex.fast_accepts, "plans": ex.plans,
+                       **{f"declined_{k}": v for k, v in sorted(ex.fast_declines.items())}})
 
     def reload(self) -> dict:
         try:
@@ -606,13 +608,22 @@ class Daemon:
         t0, c0 = time.perf_counter(), time.thread_time()
         v = ex.propose(now, p, defer=True)       # the rules and the snapshot: nothing else
         t1 = time.perf_counter()
-        if v.snapshot is not None:
+        if v.staged is not None:                 # decided by Tier 1's admission fast path
+            self.seg.publish_staged(v.staged, now + self._ns[1])
+            self.generation = v.staged.generation
+            self.published_ns = now
+        elif v.snapshot is not None:
             self._publish(now, v.snapshot)       # the data plane sees the change first
         t2, c2 = time.perf_counter(), time.thread_time()
         tm["t1_propose"].append(t1 - t0)
         tm["t1_apply"].append(t2 - t0)
+        tm["t1_apply_fast" if v.staged is not None else "t1_apply_slow"].append(t2 - t0)
         tm["t1_apply_cpu"].append(c2 - c0)
-        v = msgspec.structs.replace(v, events=ex.complete())   # audit events and state: whole before anything else runs
+        # audit events and state: whole before anything else runs (a FastPathMismatch, a bug,
+        # propagates: the cycle's handler snaps back to the baseline)
+        events = ex.complete()
+        v = msgspec.structs.replace(v, events=events, snapshot=ex.state.live if v.staged is not None else v.snapshot,
+                                    staged=None)
         tm["t1_complete"].append(time.perf_counter() - t2)
         self._published_at = (t2, c2)            # for the caller's t1_deferred
         if record:

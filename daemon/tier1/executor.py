@@ -30,6 +30,7 @@ import msgspec
 from shm_layout.decl import Declaration, SlotSpec, SnapshotSpec
 from shm_layout.spec import MAX_SLOTS
 
+from . import admit as fastpath
 from . import events as ev
 from .config import (ELIGIBLE_STATES, Guardrails, ResolvedKnob, check_against, nearest_entry, resolve_knob,
                      risen_beyond)
@@ -197,6 +198,12 @@ class ExecState(msgspec.Struct, dict=True):
     moves: dict[str, list[Touch]] = {}    # promoted baseline changes per knob (direction, within the horizon)
 
     # ---- derived lookups (not fields)
+    @property
+    def facts(self) -> int:
+        """How many events that may change a fact the admission plan reads were folded in
+        (Transition, Digest, Ack..., a proposal's id and a plain refusal do not count)."""
+        return self.__dict__.get("_facts", 0)
+
     def _id_set(self) -> set:
         ids = self.__dict__.get("_ids")
         if ids is None or self.__dict__.get("_ids_of") is not self.recent_ids or len(ids) != len(self.recent_ids):
@@ -215,6 +222,11 @@ class ExecState(msgspec.Struct, dict=True):
         t = type(e)
         if t in _NO_STATE:
             return
+        if t is not ev.ProposalEvent and not (t is ev.ValidationVerdict and not e.accepted and not e.thrash_cooldown):
+            # a fact the admission plan reads may have changed (an id or a plain refusal does not:
+            # a stream of refusals must not make the plan again every cycle)
+            d = self.__dict__
+            d["_facts"] = d.get("_facts", 0) + 1
         if t is ev.Apply:
             self.generation = e.new_config_version
             self.live = e.snapshot
@@ -331,6 +343,23 @@ def rebuild(events: Sequence, decl: Optional[Declaration] = None) -> ExecState:
 
 
 # --------------------------------------------------------------------------- helpers
+
+class FastPathMismatch(RuntimeError):
+    """The admission fast path accepted what the Python rules lay out differently or refuse: a
+    bug in admit.py / arqd_admit.c. The caller must publish the baseline (the daemon does)."""
+
+
+def _same_snapshot(snap: SnapshotSpec, staged, nk: int) -> bool:
+    """`snap` has the generation, salt and slots (weight, variant, knob values) of `staged`."""
+    if snap.generation != staged.generation or snap.salt != staged.salt or len(snap.slots) != staged.n_slots:
+        return False
+    if list(snap.global_knobs) != list(staged.global_knobs[0:nk]):
+        return False
+    for i, sl in enumerate(snap.slots):
+        if sl.weight != staged.weights[i] or sl.variant != staged.variants[i] or list(sl.knobs) != list(staged.knobs[i][0:nk]):
+            return False
+    return True
+
 
 class _Reject(Exception):
     def __init__(self, rule: str, value, limit, message: str):
@@ -457,7 +486,7 @@ class Executor:
     """
 
     def __init__(self, guardrails: Guardrails, decl: Declaration, *, run_id: str = "arqond",
-                 config_generation: int = 1, history: Sequence = ()):
+                 config_generation: int = 1, history: Sequence = (), fast_path: bool = True):
         self.decl = decl
         self.run_id = run_id
         self.state = rebuild(history, decl)
@@ -474,6 +503,12 @@ class Executor:
         self._keep: Optional[StepOutput] = None
         self._pid_was_present = False
         self._pending: Optional[tuple] = None   # what complete() needs of the last propose
+        self._plan: Optional[fastpath.Plan] = None   # the admission fast path's (see admit.py)
+        self.fast_path = fast_path             # False: the Python rules alone (tests, benchmarks)
+        self.fast_accepts = 0                  # proposals the fast path accepted
+        self.fast_declines: dict[str, int] = {}   # ... and why it left the others to Python
+        self.plans = 0                         # admission plans made
+        self.mismatches = 0                    # ... that the Python rules then did not (must stay 0)
         self._configure(guardrails, config_generation)
 
     # ----------------------------------------------------------------- configuration
@@ -681,11 +716,41 @@ class Executor:
         defer=True returns as soon as the decision and the snapshot are made (`events` empty):
         the caller publishes, then calls `complete()` for the audit events (built and folded
         into the state then). Every other call completes a pending proposal first, so the
-        state is whole before any decision and the events are the same either way."""
+        state is whole before any decision and the events are the same either way.
+
+        A knob-only proposal is first offered to the admission fast path (admit.py): if it
+        accepts, the deferred verdict carries the snapshot as `staged` (C memory, laid out for
+        the segment) and `snapshot` is None; complete() then runs the Python rules as well and
+        raises FastPathMismatch if they do not agree (a bug, never a policy)."""
         self._ensure_started(now_ns)
-        now = now_ns
-        st = self.state
         keep, self._keep = self._keep, None
+        pl = self._plan
+        if pl is None or pl.key != fastpath.plan_key(self):
+            why = "no_plan" if self.fast_path else ""
+        elif self._seen(p.proposal_id):
+            why = "duplicate"
+        else:
+            salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+            staged, why = fastpath.admit(pl, now_ns, p, salt)
+            if staged is not None:
+                self.fast_accepts += 1
+                self._pending = (now_ns, p, self.state.last_seq, self.cycle, keep, None, staged, None)
+                v = Verdict(True, p.proposal_id, message="accepted", staged=staged)
+                if defer:
+                    return v
+                events = self.complete()
+                return msgspec.structs.replace(v, events=events, snapshot=self.state.live, staged=None)
+        if why:
+            self.fast_declines[why] = self.fast_declines.get(why, 0) + 1
+        v = self._decide(now_ns, p, keep)
+        if defer:
+            return v
+        return msgspec.structs.replace(v, events=self.complete())
+
+    def _decide(self, now: int, p: Proposal, keep: Optional[StepOutput]) -> Verdict:
+        """The Python rules on `p` and, if accepted, the experiment's first snapshot; what
+        complete() needs is left in `_pending`."""
+        st = self.state
         self._pid_was_present = self._seen(p.proposal_id)
         fast = self._prescan(p)
         seq = st.last_seq   # the ProposalEvent and ValidationVerdict take the next two numbers
@@ -695,24 +760,43 @@ class Executor:
         except _Reject as r:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
             self._pending = (now, p, seq, self.cycle, keep, False, (r, msg, thrash), None)
-            v = Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, keep.snapshot if keep else None)
-        else:
-            # Only what the publish needs happens here: the experiment's first snapshot, laid out
-            # by the same function every phase uses. Its transition, phase accumulators, Apply
-            # event and the fold into the state wait for complete() (same events, same order).
-            salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
-            e = _Exp(p, arms, variants, is_global, salt)
-            if p.kind == "probe" and is_global:
-                n = len(arms)
-                e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
-            accept = self._accept_transition(e)
-            lay = self._layout(e, next_state(self.mstate, accept[0]))
-            snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=salt)
-            self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global, e, accept, (snap, lay)), None)
-            v = Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
-        if defer:
-            return v
-        return msgspec.structs.replace(v, events=self.complete())
+            return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, keep.snapshot if keep else None)
+        # Only what the publish needs happens here: the experiment's first snapshot, laid out
+        # by the same function every phase uses. Its transition, phase accumulators, Apply
+        # event and the fold into the state wait for complete() (same events, same order).
+        salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+        e = _Exp(p, arms, variants, is_global, salt)
+        if p.kind == "probe" and is_global:
+            n = len(arms)
+            e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
+        accept = self._accept_transition(e)
+        lay = self._layout(e, next_state(self.mstate, accept[0]))
+        snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=salt)
+        self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global, e, accept, (snap, lay)), None)
+        return Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
+
+    def _confirm_staged(self, pd: tuple) -> tuple:
+        """complete() of a fast-path acceptance: the Python rules decide `p` from the same state
+        (nothing ran in between) and must give the snapshot the fast path published. Returns
+        their pending tuple."""
+        now, p, _seq, _cycle, keep, _, staged, _ = pd
+        v = self._decide(now, p, keep)
+        pd = self._pending
+        self._pending = None
+        nk = len(self.decl.knobs)
+        if not v.accepted or not _same_snapshot(v.snapshot, staged, nk):
+            self.mismatches += 1
+            # What went live is recorded (an Apply with its own generation, so the snapback
+            # that follows takes the next one); the caller must snap back.
+            slots = tuple(SlotSpec(staged.weights[i], staged.variants[i], tuple(staged.knobs[i][0:nk]))
+                          for i in range(staged.n_slots))
+            self._apply(now, SnapshotSpec(generation=staged.generation, slots=slots,
+                                          global_knobs=tuple(staged.global_knobs[0:nk]), salt=staged.salt),
+                        "admission fast path (disagreed with the Python rules)")
+            raise FastPathMismatch(
+                f"proposal {p.proposal_id}: the admission fast path published generation {staged.generation} "
+                f"but the Python rules {'laid out ' + repr(v.snapshot) if v.accepted else 'refused it: ' + v.message}")
+        return pd
 
     def complete(self) -> list:
         """The audit events of the last `propose(..., defer=True)`, in order, now folded into the
@@ -723,6 +807,8 @@ class Executor:
         if pd is None:
             return []
         self._pending = None
+        if pd[5] is None:   # the fast path accepted: confirm with the Python rules
+            pd = self._confirm_staged(pd)
         now, p, seq, cycle, keep, accepted, info, _ = pd
         cg = self.config_generation
         events = [ev.ProposalEvent(run_id=self.run_id, seq=seq + 1, cycle=cycle, t_ns=now, config_generation=cg,
@@ -750,7 +836,17 @@ class Executor:
             self._enter_phase(now, laid_out=laid_out)
             events += self._events
             self._events, self._snap = [], None   # the caller published the snapshot already
+        if self.mstate is S.IDLE:
+            self._replan(now)
         return keep.events + events if keep is not None else events
+
+    def _replan(self, now: int) -> None:
+        """Compile the admission plan when the facts it reads changed (or it is a second old:
+        a budget spend it holds only shrinks with time, so an old plan declines more)."""
+        pl = self._plan
+        if self.fast_path and (pl is None or pl.key != fastpath.plan_key(self) or now - pl.c.t_ns > NS):
+            self._plan = fastpath.compile_plan(self, now)
+            self.plans += 1
 
     def _seen(self, proposal_id: str) -> bool:
         return self.state.seen_id(proposal_id)
@@ -1221,6 +1317,8 @@ class Executor:
             self._advance(now, inp)
         elif self.g.rollout.relief:
             self._watch_baseline(now, inp)
+        if self.mstate is S.IDLE:
+            self._replan(now)
         return StepOutput(*self._out())
 
     def _measure_conditions(self, now: int, inp: CycleInput) -> None:

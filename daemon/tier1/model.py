@@ -7,7 +7,7 @@ executor cannot change under it.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import msgspec
 
@@ -133,6 +133,9 @@ class Verdict(msgspec.Struct, frozen=True):
     message: str = ""
     snapshot: Optional[SnapshotSpec] = None
     events: list = []
+    # A deferred acceptance by the admission fast path: the snapshot as C memory
+    # (`arqd_staged *`, publish with Segment.publish_staged); `snapshot` is None until complete().
+    staged: Any = None
 
 
 class StepOutput(msgspec.Struct):

@@ -71,3 +71,67 @@ uint64_t arqd_encode_publish(void *base, void *copy, unsigned n_knobs, uint64_t 
                              unsigned n_slots, const double *weights, const uint32_t *variants,
                              const double *global_knobs, const double *k0, const double *k1, const double *k2,
                              const double *k3, uint64_t lease_deadline_ns);
+
+/* ---- Tier 1 admission fast path (daemon/tier1/admit.py compiles the plan; arqd_admit.c) ----
+ * Why C: after the loop's 10 ms sleep this VM runs Python 3-5x slower than warm (cold caches and
+ * TLBs), and the rules of a knob proposal are a few comparisons per value: on dense arrays
+ * they take ~1 us instead of ~100 us of cold bytecode. The plan is conservative by
+ * construction: arqd_admit accepts only what Executor._validate would accept, and lays the
+ * snapshot out exactly as Executor._layout does (both proven on random states and proposals in
+ * tests/test_admit.py); anything else returns a reason code and the Python path decides.
+ * Arrays are ARQ_MAX_KNOBS (16) wide, by declaration index. */
+typedef struct {
+    uint32_t n_knobs;          /* declared knobs */
+    uint32_t base_variant;
+    uint32_t shadow_rollout;   /* rollout.shadow == "on": a rollout starts in shadow, not here */
+    uint32_t pad;
+    int64_t  t_ns;             /* when the plan was made; earlier proposals are not decided here */
+    int64_t  open_ns;          /* no fast decision before: a cooldown, or more quarantine entries than fit */
+    uint64_t generation;       /* of the snapshot an accepted proposal publishes */
+    double   probe_weight;     /* rollout.probe_weight */
+    double   rollout_weight;   /* the first canary step's weight */
+    double   budget_limit;     /* budget.max_change + 1e-12 */
+    double   base[16];         /* the baseline */
+    double   lo[16], hi[16];   /* narrowed bounds */
+    double   rng[16];          /* declared max - min (1 if 0) */
+    double   max_delta[16];
+    double   min_iv[16];       /* min_interval_s */
+    double   spent[16];        /* budget spend in the window at t_ns (an upper bound later on) */
+    int64_t  last_t[16];       /* time of the last change in the knob's history (INT64_MIN: none) */
+    int64_t  rate_ns[16];      /* the rate limit holds from this time on (INT64_MAX: never fast) */
+    int64_t  thrash_ns[16];    /* rollouts: thrashing cooldown until */
+    int32_t  last_dir[16];     /* rollouts: direction of the last promoted change (0: none) */
+    uint8_t  allowed[16], integer[16], absolute[16], global_[16];
+    double   kmin[16];         /* declared min: quarantine distances are in normalised units */
+    double   hyst[16];         /* rollouts reversing a promoted direction: the dead band */
+    uint8_t  flips_ok[16];     /* ... and one more direction flip is within max_flips */
+    uint32_t n_quar;           /* quarantine entries (failed points), at most 8 */
+    uint32_t q_variant[8];
+    uint8_t  q_variant_only[8];
+    int64_t  q_until[8];
+    double   q_radius[8];
+    double   q_center[8][16];
+} arqd_admit_plan;
+
+/* A snapshot's parts as Executor._layout makes them (what arqd_encode_publish takes). */
+typedef struct {
+    uint64_t generation;
+    uint64_t salt;
+    uint32_t n_slots;
+    uint32_t variants[4];
+    uint32_t pad;
+    double   weights[4];
+    double   global_knobs[16];
+    double   knobs[4][16];
+} arqd_staged;
+
+/* Decide a knob-only proposal (no variant, no preset) of n_arms arms; arm a gives n_given[a]
+ * values vals[..] for the knobs at declaration indices idx[..] (arms back to back). 0: accepted,
+ * *out holds the snapshot; otherwise a reason code (ARQD_ADMIT_* in arqd_admit.c) and *out is
+ * untouched: the Python rules decide. */
+int      arqd_admit(const arqd_admit_plan *plan, int64_t now_ns, int rollout, unsigned n_arms,
+                    const uint32_t *n_given, const uint32_t *idx, const double *vals, uint64_t salt,
+                    arqd_staged *out);
+/* arqd_encode_publish of a staged snapshot. */
+uint64_t arqd_publish_staged(void *base, void *copy, unsigned n_knobs, const arqd_staged *s,
+                             uint64_t lease_deadline_ns);

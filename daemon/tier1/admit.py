@@ -1,0 +1,179 @@
+"""Tier 1's admission fast path: a knob proposal decided in C on dense arrays.
+
+Why: the loop sleeps between cycles, and after a 10 ms sleep this VM runs the same Python
+3-5x slower than warm (measured on `Executor.propose` of an 8-knob probe: 31 us p50 warm,
+109 us after a sleep), because every bytecode, dict and object it touches is a cold cache line.
+The rules of a knob proposal are a few comparisons per value; in C on a plan of dense arrays
+they touch a few hundred bytes.
+
+How it stays exact: the executor compiles a `Plan` from its state while it is idle and nothing
+is pending (after the state changes, never on the proposal's path). `admit` hands a knob-only
+proposal (no variant, no preset, float values) to `arqd_admit` (native/src/arqd_admit.c), which
+accepts only what `Executor._validate` accepts from that state at a time not before the plan's,
+and lays the snapshot out as `Executor._layout` does. The plan is conservative where the state
+moves with time (a budget spend only shrinks as its window slides; a rate limit clears at a
+known time); whatever it cannot decide returns None and the Python rules decide, so a refusal
+always names the rule, value and limit they name. The executor then runs the Python rules
+anyway, after the publish (`Executor.complete`), for the audit events; they must agree, and
+tests/test_admit.py proves they do on random states and proposals.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional
+
+from shm_layout._shm import ffi, lib
+
+from .rollout import State
+
+if TYPE_CHECKING:
+    from .executor import Executor
+    from .model import Proposal
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+NS = 1_000_000_000
+WIDTH = 16              # arqd_admit_plan's arrays (ARQ_MAX_KNOBS)
+_FLOAT = {float}
+_ORDERS_MAX = 64        # name orders remembered per plan (Tier 2 uses one or two)
+QUARANTINE_MAX = 8      # arqd_admit_plan.q_*
+
+# arqd_admit's reason codes, for counters and tests
+REASONS = {1: "stale", 2: "arms", 3: "knob", 4: "value", 5: "no_change", 6: "global", 7: "limits",
+           8: "quarantine"}
+
+
+class Plan:
+    """The C plan and the knob-name orders it has seen (names -> declaration indices)."""
+    __slots__ = ("c", "key", "kidx", "orders")
+
+    def __init__(self, c, key: tuple, kidx: dict[str, int]) -> None:
+        self.c = c
+        self.key = key
+        self.kidx = kidx
+        self.orders: dict[tuple, Optional[list[int]]] = {}
+
+    def order(self, names: tuple) -> Optional[list[int]]:
+        """Declaration indices of `names` (None if one is not allowlisted), remembered."""
+        ix = self.orders.get(names, False)
+        if ix is False:
+            got = [self.kidx.get(n) for n in names]
+            ix = None if None in got else got
+            if len(self.orders) >= _ORDERS_MAX:
+                self.orders.clear()
+            self.orders[names] = ix
+        return ix
+
+
+def plan_key(ex: "Executor") -> tuple:
+    """What a plan depends on besides time: the state's facts (every event that changes one
+    bumps `ExecState.facts`), the machine state and the config."""
+    return ex.state.facts, ex.mstate, id(ex.g), ex.exp is None
+
+
+def compile_plan(ex: "Executor", now: int) -> Optional[Plan]:
+    """The plan for proposals at `now` or later, or None when no proposal can be decided fast
+    (not idle, kill switch, safe mode, too many knobs)."""
+    st, g, decl = ex.state, ex.g, ex.decl
+    nk = len(decl.knobs)
+    if ex.mstate is not State.IDLE or ex.exp is not None or st.kill_switch or st.safe_mode or nk > WIDTH:
+        return None
+    r, at = g.rollout, g.anti_thrashing
+    c = ffi.new("arqd_admit_plan *")
+    c.n_knobs = nk
+    c.base_variant = st.baseline_variant
+    c.shadow_rollout = r.shadow == "on"
+    c.t_ns = now
+    # _validate: a cooldown holds every proposal until it ends; a quarantine entry refuses points
+    # near a failed one (checked in C while it lives; more entries than fit: Python decides)
+    c.open_ns = st.cooldown_until_ns
+    live = [q for q in st.quarantine if q.until_ns > now]
+    if len(live) > QUARANTINE_MAX:
+        c.open_ns = max(c.open_ns, max(q.until_ns for q in live))
+    else:
+        c.n_quar = len(live)
+        for j, q in enumerate(live):
+            c.q_variant[j], c.q_variant_only[j], c.q_until[j], c.q_radius[j] = q.variant, q.variant_only, q.until_ns, q.radius
+            for i, x in enumerate(q.center[:nk]):
+                c.q_center[j][i] = x
+    c.generation = st.generation + 1
+    c.probe_weight = r.probe_weight
+    c.rollout_weight = r.canary_steps[0]
+    c.budget_limit = ex._budget_limit
+    budget_cut = now - ex._budget_ns
+    kidx: dict[str, int] = {}
+    for i, k in enumerate(decl.knobs):
+        c.base[i] = st.baseline[i]
+        c.rng[i] = ex.ranges[i]
+        c.kmin[i] = k.min
+        c.integer[i] = k.integer
+        c.global_[i] = k.is_global
+        c.last_t[i] = INT64_MIN
+        c.rate_ns[i] = INT64_MIN
+        rk = ex.rk[i]
+        if rk is None:
+            continue
+        kidx[rk.name] = i
+        c.allowed[i] = 1
+        c.lo[i], c.hi[i] = rk.lo, rk.hi
+        c.absolute[i] = rk.delta_mode == "absolute"
+        c.max_delta[i] = rk.max_delta
+        c.min_iv[i] = rk.min_interval_s
+        c.thrash_ns[i] = st.thrash_until.get(rk.name, 0)
+        mv = st.moves.get(rk.name)
+        c.last_dir[i] = mv[-1].direction if mv else 0
+        if mv:
+            # _check_reversal, as it computes them: the dead band, and the flips within the window
+            # now (a later window holds a suffix of these moves: never more flips)
+            nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / ex.ranges[i]
+            c.hyst[i] = at.hysteresis * nd
+            win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
+            c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= at.max_flips
+        hist = st.history.get(rk.name)
+        if not hist:
+            continue
+        costs = [h.cost for h in hist]
+        if not all(0.0 <= x < math.inf for x in costs):
+            c.rate_ns[i] = INT64_MAX     # no bound on a later spend: never fast
+            continue
+        times = [h.t_ns for h in hist]
+        c.last_t[i] = times[-1]
+        # The spend as the budget rule's scan sums it at `now`; later windows hold a subset of
+        # these (nonnegative) terms, and an in-order float sum never grows by dropping terms.
+        c.spent[i] = sum(h.cost for h in hist if h.t_ns > budget_cut)
+        # rate: refused when (changes within the last second) + 1 > rate, i.e. allowed while at
+        # most K = floor(rate) - 1 of them are newer than now - 1 s: from the (K+1)-th newest + 1 s
+        rate = rk.rate_limit_hz
+        if math.isinf(rate):
+            continue
+        allowed = math.floor(rate) - 1
+        if allowed < 0:
+            c.rate_ns[i] = INT64_MAX
+        elif len(times) > allowed:
+            c.rate_ns[i] = sorted(times)[-(allowed + 1)] + NS
+    return Plan(c, plan_key(ex), kidx)
+
+
+def admit(plan: Plan, now: int, p: "Proposal", salt: int):
+    """(the staged snapshot (`arqd_staged *`), "") if the C rules accept `p` at `now`, else
+    (None, why) and the Python rules decide. Only knob-only arms with float values are taken."""
+    idx: list[int] = []
+    vals: list = []
+    given: list[int] = []
+    for a in p.arms:
+        if a.variant is not None or a.preset is not None:
+            return None, "variant_or_preset"
+        kn = a.knobs
+        names = tuple(kn)
+        ix = plan.orders.get(names)
+        if ix is None:
+            ix = plan.order(names)
+            if ix is None:
+                return None, "knob"
+        idx += ix
+        vals += kn.values()
+        given.append(len(ix))
+    if vals and set(map(type, vals)) != _FLOAT:   # ints, bools, numpy scalars: the Python rules
+        return None, "type"
+    out = ffi.new("arqd_staged *")
+    rc = lib.arqd_admit(plan.c, now, p.kind == "rollout", len(given), given, idx, vals, salt, out)
+    return (out, "") if rc == 0 else (None, REASONS.get(rc, "unknown"))
