@@ -231,8 +231,12 @@ def test_out_of_order_times_fall_back_to_the_scan():
 
 class CheckedExecutor(Executor):
     """The executor that, whenever the all-knob aggregate clears a proposal, also runs every
-    knob's exact rules and fails if one of them would have refused it."""
+    knob's exact rules and fails if one of them would have refused it (without the admission
+    fast path, which would decide most of these proposals before the aggregate is asked)."""
     cleared = 0
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, fast_path=False, **kw)
 
     def _limits_clear(self, now, p, arms, is_global, dmax):
         ok = super()._limits_clear(now, p, arms, is_global, dmax)

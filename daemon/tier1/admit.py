@@ -6,20 +6,21 @@ Why: the loop sleeps between cycles, and after a 10 ms sleep this VM runs the sa
 The rules of a knob proposal are a few comparisons per value; in C on a plan of dense arrays
 they touch a few hundred bytes.
 
-How it stays exact: the executor compiles a `Plan` from its state while it is idle and nothing
-is pending (after the state changes, never on the proposal's path). `admit` hands a knob-only
-proposal (no variant, no preset, float values) to `arqd_admit` (native/src/arqd_admit.c), which
-accepts only what `Executor._validate` accepts from that state at a time not before the plan's,
-and lays the snapshot out as `Executor._layout` does. The plan is conservative where the state
-moves with time (a budget spend only shrinks as its window slides; a rate limit clears at a
-known time); whatever it cannot decide returns None and the Python rules decide, so a refusal
-always names the rule, value and limit they name. The executor then runs the Python rules
-anyway, after the publish (`Executor.complete`), for the audit events; they must agree, and
-tests/test_admit.py proves they do on random states and proposals.
+How it stays exact: the executor compiles a `Plan` from its state while it is idle, when the
+facts the plan reads changed (after the step or the proposal that changed them, never on a
+proposal's path). `admit` hands a knob-only proposal (no variant, no preset, float values) to
+`arqd_admit` (native/src/arqd_admit.c), which accepts only what `Executor._validate` accepts from
+that state at a time not before the plan's, and lays the snapshot out as `Executor._layout` does.
+The plan is conservative where the state moves with time (a budget spend only shrinks as its
+window slides; a rate limit clears at a known time); whatever it cannot decide returns None and
+the Python rules decide, so a refusal always names the rule, value and limit they name.
+tests/test_admit.py proves the decisions equal on random and boundary streams; at run time
+`Executor.complete` checks what went live against the bounds and the Python layout.
 """
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Optional
 
 from shm_layout._shm import ffi, lib
@@ -65,24 +66,68 @@ class Plan:
 
 
 def plan_key(ex: "Executor") -> tuple:
-    """What a plan depends on besides time: the state's facts (every event that changes one
+    """What a plan depends on besides time: the state's facts (every event that may change one
     bumps `ExecState.facts`), the machine state and the config."""
     return ex.state.facts, ex.mstate, id(ex.g), ex.exp is None
 
 
-def compile_plan(ex: "Executor", now: int) -> Optional[Plan]:
+class Template:
+    """The part of a plan that only the config decides, made once per config: the C struct
+    with the rules filled in, and per allowlisted knob what the state part reads."""
+    __slots__ = ("c", "kidx", "rows", "budget_ns", "window_ns", "max_flips")
+
+    def __init__(self, ex: "Executor") -> None:
+        g, decl = ex.g, ex.decl
+        r, at = g.rollout, g.anti_thrashing
+        c = self.c = ffi.new("arqd_admit_plan *")
+        c.n_knobs = len(decl.knobs)
+        c.shadow_rollout = r.shadow == "on"
+        c.probe_weight = r.probe_weight
+        c.rollout_weight = r.canary_steps[0]
+        c.budget_limit = ex._budget_limit
+        self.kidx: dict[str, int] = {}
+        self.rows: list[tuple[int, str, int]] = []   # (index, name, K: changes allowed within 1 s, -1: none, None: no limit)
+        for i, k in enumerate(decl.knobs[:WIDTH]):
+            c.rng[i] = ex.ranges[i]
+            c.kmin[i] = k.min
+            c.integer[i] = k.integer
+            c.global_[i] = k.is_global
+            c.last_t[i] = INT64_MIN
+            c.rate_ns[i] = INT64_MIN
+            rk = ex.rk[i]
+            if rk is None:
+                continue
+            self.kidx[rk.name] = i
+            c.allowed[i] = 1
+            c.lo[i], c.hi[i] = rk.lo, rk.hi
+            c.absolute[i] = rk.delta_mode == "absolute"
+            c.max_delta[i] = rk.max_delta
+            c.min_iv[i] = rk.min_interval_s
+            # _check_reversal's dead band, as it computes it
+            nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / ex.ranges[i]
+            c.hyst[i] = at.hysteresis * nd
+            rate = rk.rate_limit_hz
+            self.rows.append((i, rk.name, None if math.isinf(rate) else math.floor(rate) - 1))
+        self.budget_ns = ex._budget_ns
+        self.window_ns = int(at.window_s * NS)
+        self.max_flips = at.max_flips
+
+
+def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
     """The plan for proposals at `now` or later, or None when no proposal can be decided fast
-    (not idle, kill switch, safe mode, too many knobs)."""
-    st, g, decl = ex.state, ex.g, ex.decl
+    (not idle, kill switch, safe mode, too many knobs). Reads the knob logs the state keeps
+    (`_KnobLog`), so it costs O(knobs), not O(history)."""
+    from .executor import _KnobLog   # the executor imports this module
+    st, decl = ex.state, ex.decl
     nk = len(decl.knobs)
     if ex.mstate is not State.IDLE or ex.exp is not None or st.kill_switch or st.safe_mode or nk > WIDTH:
         return None
-    r, at = g.rollout, g.anti_thrashing
     c = ffi.new("arqd_admit_plan *")
-    c.n_knobs = nk
+    c[0] = tpl.c[0]
     c.base_variant = st.baseline_variant
-    c.shadow_rollout = r.shadow == "on"
     c.t_ns = now
+    c.generation = st.generation + 1
+    c.base[0:nk] = st.baseline
     # _validate: a cooldown holds every proposal until it ends; a quarantine entry refuses points
     # near a failed one (checked in C while it lives; more entries than fit: Python decides)
     c.open_ns = st.cooldown_until_ns
@@ -93,64 +138,50 @@ def compile_plan(ex: "Executor", now: int) -> Optional[Plan]:
         c.n_quar = len(live)
         for j, q in enumerate(live):
             c.q_variant[j], c.q_variant_only[j], c.q_until[j], c.q_radius[j] = q.variant, q.variant_only, q.until_ns, q.radius
-            for i, x in enumerate(q.center[:nk]):
-                c.q_center[j][i] = x
-    c.generation = st.generation + 1
-    c.probe_weight = r.probe_weight
-    c.rollout_weight = r.canary_steps[0]
-    c.budget_limit = ex._budget_limit
-    budget_cut = now - ex._budget_ns
-    kidx: dict[str, int] = {}
-    for i, k in enumerate(decl.knobs):
-        c.base[i] = st.baseline[i]
-        c.rng[i] = ex.ranges[i]
-        c.kmin[i] = k.min
-        c.integer[i] = k.integer
-        c.global_[i] = k.is_global
-        c.last_t[i] = INT64_MIN
-        c.rate_ns[i] = INT64_MIN
-        rk = ex.rk[i]
-        if rk is None:
-            continue
-        kidx[rk.name] = i
-        c.allowed[i] = 1
-        c.lo[i], c.hi[i] = rk.lo, rk.hi
-        c.absolute[i] = rk.delta_mode == "absolute"
-        c.max_delta[i] = rk.max_delta
-        c.min_iv[i] = rk.min_interval_s
-        c.thrash_ns[i] = st.thrash_until.get(rk.name, 0)
-        mv = st.moves.get(rk.name)
-        c.last_dir[i] = mv[-1].direction if mv else 0
+            c.q_center[j][0:nk] = q.center[:nk]
+    budget_cut = now - tpl.budget_ns
+    history, thrash, moves = st.history, st.thrash_until, st.moves
+    logs = st.__dict__.get("_logs")
+    if logs is None:
+        logs = st.__dict__["_logs"] = {}
+    for i, name, allowed in tpl.rows:
+        if thrash:
+            c.thrash_ns[i] = thrash.get(name, 0)
+        mv = moves.get(name)
         if mv:
-            # _check_reversal, as it computes them: the dead band, and the flips within the window
-            # now (a later window holds a suffix of these moves: never more flips)
-            nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / ex.ranges[i]
-            c.hyst[i] = at.hysteresis * nd
-            win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
-            c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= at.max_flips
-        hist = st.history.get(rk.name)
+            c.last_dir[i] = mv[-1].direction
+            # the flips within the window now (a later window holds a suffix: never more)
+            win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - tpl.window_ns]
+            c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= tpl.max_flips
+        hist = history.get(name)
         if not hist:
             continue
-        costs = [h.cost for h in hist]
-        if not all(0.0 <= x < math.inf for x in costs):
-            c.rate_ns[i] = INT64_MAX     # no bound on a later spend: never fast
+        lg = logs.get(name)
+        if lg is None or not lg.fresh(hist):
+            lg = logs[name] = _KnobLog(hist)   # as the rules would make it
+        if not lg.clean:
+            c.rate_ns[i] = INT64_MAX     # a negative or odd cost: no bound on a later spend
             continue
-        times = [h.t_ns for h in hist]
+        times = lg.times
         c.last_t[i] = times[-1]
-        # The spend as the budget rule's scan sums it at `now`; later windows hold a subset of
-        # these (nonnegative) terms, and an in-order float sum never grows by dropping terms.
-        c.spent[i] = sum(h.cost for h in hist if h.t_ns > budget_cut)
+        # The budget rule's exact spend at `now`: later windows hold a suffix (a subset, when
+        # out of order) of these nonnegative terms, and an in-order float sum of fewer terms
+        # is never larger; arqd_admit adds a 1e-9 relative margin for any other summation.
+        if lg.ordered:
+            c.spent[i] = lg.spend_since(bisect_right(times, budget_cut))
+            newest = times
+        else:
+            c.spent[i] = sum(h.cost for h in hist if h.t_ns > budget_cut)
+            newest = sorted(times)
         # rate: refused when (changes within the last second) + 1 > rate, i.e. allowed while at
         # most K = floor(rate) - 1 of them are newer than now - 1 s: from the (K+1)-th newest + 1 s
-        rate = rk.rate_limit_hz
-        if math.isinf(rate):
+        if allowed is None:
             continue
-        allowed = math.floor(rate) - 1
         if allowed < 0:
             c.rate_ns[i] = INT64_MAX
-        elif len(times) > allowed:
-            c.rate_ns[i] = sorted(times)[-(allowed + 1)] + NS
-    return Plan(c, plan_key(ex), kidx)
+        elif len(newest) > allowed:
+            c.rate_ns[i] = newest[-(allowed + 1)] + NS
+    return Plan(c, plan_key(ex), tpl.kidx)
 
 
 def admit(plan: Plan, now: int, p: "Proposal", salt: int):

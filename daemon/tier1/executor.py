@@ -519,6 +519,7 @@ class Executor:
                              + "\n  ".join(problems))
         self.g = g
         self.config_generation = config_generation
+        self._plan, self._admit_tpl = None, None   # the admission fast path's, made from this config
         d = self.decl
         self.rk: list[Optional[ResolvedKnob]] = [
             resolve_knob(g, k.name, k.min, k.max) if k.name in g.knobs else None for k in d.knobs]
@@ -720,8 +721,8 @@ class Executor:
 
         A knob-only proposal is first offered to the admission fast path (admit.py): if it
         accepts, the deferred verdict carries the snapshot as `staged` (C memory, laid out for
-        the segment) and `snapshot` is None; complete() then runs the Python rules as well and
-        raises FastPathMismatch if they do not agree (a bug, never a policy)."""
+        the segment) and `snapshot` is None; complete() lays the experiment out and raises
+        FastPathMismatch if what went live breaks a bound or that layout (a bug, never a policy)."""
         self._ensure_started(now_ns)
         keep, self._keep = self._keep, None
         pl = self._plan
@@ -775,28 +776,52 @@ class Executor:
         self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global, e, accept, (snap, lay)), None)
         return Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
 
-    def _confirm_staged(self, pd: tuple) -> tuple:
-        """complete() of a fast-path acceptance: the Python rules decide `p` from the same state
-        (nothing ran in between) and must give the snapshot the fast path published. Returns
-        their pending tuple."""
-        now, p, _seq, _cycle, keep, _, staged, _ = pd
-        v = self._decide(now, p, keep)
-        pd = self._pending
-        self._pending = None
-        nk = len(self.decl.knobs)
-        if not v.accepted or not _same_snapshot(v.snapshot, staged, nk):
+    def _staged_pending(self, pd: tuple) -> tuple:
+        """complete() of a fast-path acceptance: the experiment and the snapshot as the Python
+        path lays them out, from the values arqd_admit took (the rules it ran are proven
+        equal to `_validate` in tests/test_admit.py; running them again here doubled the cost of
+        every proposal). What it published is checked against the one invariant that must
+        hold whatever the rules say (every candidate value allowlisted and inside its bounds,
+        every other value the baseline's) and against this layout; a difference raises
+        FastPathMismatch after recording what went live, and the caller must snap back."""
+        now, p, seq, cycle, keep, _, staged, _ = pd
+        st, nk = self.state, len(self.decl.knobs)
+        base, bvar = st.baseline, st.baseline_variant
+        n = staged.n_slots - 1
+        kidx = self.kidx
+        arms = []
+        for a in p.arms:    # the values as given (the baseline's objects elsewhere), as _validate has them
+            vals = list(base)
+            for name, v in a.knobs.items():
+                vals[kidx[name]] = v
+            arms.append(tuple(vals))
+        problem = "" if len(arms) == n else f"{n} candidate slots for {len(arms)} arms"
+        for a in arms:
+            for i, v in enumerate(a):
+                rk = self.rk[i]
+                if (rk is None or self.decl.knobs[i].is_global) and v != base[i] \
+                        or rk is not None and not rk.lo <= v <= rk.hi:
+                    problem = f"value {v!r} of knob {self.decl.knobs[i].name} is not allowed"
+        self._cause = None   # no preset: no relief (what _validate decides for such an arm)
+        self._pid_was_present = False
+        e = _Exp(p, arms, [bvar] * n, False, staged.salt)
+        accept = self._accept_transition(e)
+        lay = self._layout(e, next_state(self.mstate, accept[0]))
+        snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=staged.salt)
+        if not problem and not _same_snapshot(snap, staged, nk):
+            problem = f"the Python layout is {snap!r}"
+        if problem:
             self.mismatches += 1
             # What went live is recorded (an Apply with its own generation, so the snapback
-            # that follows takes the next one); the caller must snap back.
+            # that follows takes the next one)
             slots = tuple(SlotSpec(staged.weights[i], staged.variants[i], tuple(staged.knobs[i][0:nk]))
                           for i in range(staged.n_slots))
             self._apply(now, SnapshotSpec(generation=staged.generation, slots=slots,
                                           global_knobs=tuple(staged.global_knobs[0:nk]), salt=staged.salt),
                         "admission fast path (disagreed with the Python rules)")
-            raise FastPathMismatch(
-                f"proposal {p.proposal_id}: the admission fast path published generation {staged.generation} "
-                f"but the Python rules {'laid out ' + repr(v.snapshot) if v.accepted else 'refused it: ' + v.message}")
-        return pd
+            raise FastPathMismatch(f"proposal {p.proposal_id}: the admission fast path published generation "
+                                   f"{staged.generation}, but {problem}")
+        return now, p, seq, cycle, keep, True, (arms, False, e, accept, (snap, lay)), None
 
     def complete(self) -> list:
         """The audit events of the last `propose(..., defer=True)`, in order, now folded into the
@@ -807,8 +832,8 @@ class Executor:
         if pd is None:
             return []
         self._pending = None
-        if pd[5] is None:   # the fast path accepted: confirm with the Python rules
-            pd = self._confirm_staged(pd)
+        if pd[5] is None:   # the fast path accepted: lay it out as the Python path does
+            pd = self._staged_pending(pd)
         now, p, seq, cycle, keep, accepted, info, _ = pd
         cg = self.config_generation
         events = [ev.ProposalEvent(run_id=self.run_id, seq=seq + 1, cycle=cycle, t_ns=now, config_generation=cg,
@@ -845,7 +870,9 @@ class Executor:
         a budget spend it holds only shrinks with time, so an old plan declines more)."""
         pl = self._plan
         if self.fast_path and (pl is None or pl.key != fastpath.plan_key(self) or now - pl.c.t_ns > NS):
-            self._plan = fastpath.compile_plan(self, now)
+            if self._admit_tpl is None:
+                self._admit_tpl = fastpath.Template(self)
+            self._plan = fastpath.compile_plan(self, now, self._admit_tpl)
             self.plans += 1
 
     def _seen(self, proposal_id: str) -> bool:

@@ -96,7 +96,9 @@ int arqd_admit(const arqd_admit_plan *pl, int64_t now, int rollout, unsigned n_a
              * thrashing cooldown: Python records it) */
             if (fabs(m0) < pl->hyst[i] || !pl->flips_ok[i]) return ARQD_ADMIT_LIMITS;
         }
-        if (pl->spent[i] + amax * share > pl->budget_limit) return ARQD_ADMIT_LIMITS;   /* budget */
+        /* budget, with a 1e-9 relative margin: the plan's spend is an in-order float sum, and
+         * the rule's may be summed otherwise (sum() compensates from Python 3.12) */
+        if ((pl->spent[i] + amax * share) * (1.0 + 1e-9) > pl->budget_limit) return ARQD_ADMIT_LIMITS;
     }
     /* _layout of the first phase: PROBING (not global) or CANARY step 0 */
     memset(out, 0, sizeof *out);
