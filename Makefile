@@ -41,6 +41,9 @@ $(B)/%: native/tests/%.c $(B)/libarqon.a $(HDRS)
 $(B)/%: native/apps/%.c $(B)/libarqon.a $(HDRS) $(wildcard native/apps/*.h)
 	$(CC) -O3 -g $(WARN) -march=x86-64-v2 $(INC) $< $(B)/libarqon.a -o $@ -lpthread -lm
 
+# test_admit compiles the daemon's C (Tier 1's admission fast path) in: rebuild when it changes
+$(B)/test_admit $(B)/asan/test_admit $(B)/tsan/test_admit: native/src/arqd_admit.c native/src/arqd_helper.c native/src/arqd_helper.h
+
 native: $(B)/libarqon.so $(B)/libarqon.a $(addprefix $(B)/,$(CTESTS) $(CTOOLS) $(APPS))
 
 # Sanitizer builds compile the library source into each test binary.

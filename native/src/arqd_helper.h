@@ -2,6 +2,8 @@
  * extension shm_layout._shm by cffi. Python calls these for every access that
  * needs an ordering guarantee; plain numpy views are used only for words that
  * are written once before state=READY (header, declaration). */
+#ifndef ARQD_HELPER_H
+#define ARQD_HELPER_H
 #include <stdint.h>
 
 uint64_t arqd_load_acq(const uint64_t *p);
@@ -135,3 +137,4 @@ int      arqd_admit(const arqd_admit_plan *plan, int64_t now_ns, int rollout, un
 /* arqd_encode_publish of a staged snapshot. */
 uint64_t arqd_publish_staged(void *base, void *copy, unsigned n_knobs, const arqd_staged *s,
                              uint64_t lease_deadline_ns);
+#endif
