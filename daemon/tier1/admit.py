@@ -67,14 +67,15 @@ class Plan:
 
 def plan_key(ex: "Executor") -> tuple:
     """What a plan depends on besides time: the state's facts (every event that may change one
-    bumps `ExecState.facts`), the machine state and the config."""
-    return ex.state.facts, ex.mstate, id(ex.g), ex.exp is None
+    bumps `ExecState.facts`), the machine state, the config and the experiment (None).
+    Executor.propose compares the same tuple inline."""
+    return ex.state.__dict__.get("_facts", 0), ex.mstate, ex.g, ex.exp
 
 
 class Template:
     """The part of a plan that only the config decides, made once per config: the C struct
     with the rules filled in, and per allowlisted knob what the state part reads."""
-    __slots__ = ("c", "kidx", "rows", "budget_ns", "window_ns", "max_flips")
+    __slots__ = ("c", "kidx", "rows", "budget_ns", "window_ns", "max_flips", "bounds", "fixed")
 
     def __init__(self, ex: "Executor") -> None:
         g, decl = ex.g, ex.decl
@@ -87,6 +88,10 @@ class Template:
         c.budget_limit = ex._budget_limit
         self.kidx: dict[str, int] = {}
         self.rows: list[tuple[int, str, int]] = []   # (index, name, K: changes allowed within 1 s, -1: none, None: no limit)
+        # what a published candidate must satisfy whatever the rules say (Executor._staged_pending):
+        # (index, lo, hi) of the knobs a fast proposal may move, the indices of the others
+        self.bounds: list[tuple[int, float, float]] = []
+        self.fixed: list[int] = []
         for i, k in enumerate(decl.knobs[:WIDTH]):
             c.rng[i] = ex.ranges[i]
             c.kmin[i] = k.min
@@ -95,6 +100,10 @@ class Template:
             c.last_t[i] = INT64_MIN
             c.rate_ns[i] = INT64_MIN
             rk = ex.rk[i]
+            if rk is None or k.is_global:
+                self.fixed.append(i)
+            else:
+                self.bounds.append((i, rk.lo, rk.hi))
             if rk is None:
                 continue
             self.kidx[rk.name] = i

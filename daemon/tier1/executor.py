@@ -723,10 +723,13 @@ class Executor:
         accepts, the deferred verdict carries the snapshot as `staged` (C memory, laid out for
         the segment) and `snapshot` is None; complete() lays the experiment out and raises
         FastPathMismatch if what went live breaks a bound or that layout (a bug, never a policy)."""
-        self._ensure_started(now_ns)
-        keep, self._keep = self._keep, None
+        if self._pending is None and self.started:
+            keep = self._keep = None             # _ensure_started's common case, without the call
+        else:
+            self._ensure_started(now_ns)
+            keep, self._keep = self._keep, None
         pl = self._plan
-        if pl is None or pl.key != fastpath.plan_key(self):
+        if pl is None or pl.key != (self.state.__dict__.get("_facts", 0), self.mstate, self.g, self.exp):
             why = "no_plan" if self.fast_path else ""
         elif self._seen(p.proposal_id):
             why = "duplicate"
@@ -796,12 +799,14 @@ class Executor:
                 vals[kidx[name]] = v
             arms.append(tuple(vals))
         problem = "" if len(arms) == n else f"{n} candidate slots for {len(arms)} arms"
+        tpl = self._admit_tpl
         for a in arms:
-            for i, v in enumerate(a):
-                rk = self.rk[i]
-                if (rk is None or self.decl.knobs[i].is_global) and v != base[i] \
-                        or rk is not None and not rk.lo <= v <= rk.hi:
-                    problem = f"value {v!r} of knob {self.decl.knobs[i].name} is not allowed"
+            for i, lo, hi in tpl.bounds:
+                if not lo <= a[i] <= hi:
+                    problem = f"value {a[i]!r} of knob {self.decl.knobs[i].name} is not allowed"
+            for i in tpl.fixed:
+                if a[i] != base[i]:
+                    problem = f"value {a[i]!r} of knob {self.decl.knobs[i].name} is not allowed"
         self._cause = None   # no preset: no relief (what _validate decides for such an arm)
         self._pid_was_present = False
         e = _Exp(p, arms, [bvar] * n, False, staged.salt)
