@@ -159,9 +159,13 @@ def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
         mv = moves.get(name)
         if mv:
             c.last_dir[i] = mv[-1].direction
-            # the flips within the window now (a later window holds a suffix: never more)
-            win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - tpl.window_ns]
-            c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= tpl.max_flips
+            # the flips within the window now (a later window holds a suffix: never more);
+            # fewer moves than max_flips cannot flip that often, whatever the window holds
+            if len(mv) <= tpl.max_flips:
+                c.flips_ok[i] = 1
+            else:
+                win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - tpl.window_ns]
+                c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= tpl.max_flips
         hist = history.get(name)
         if not hist:
             continue
@@ -173,11 +177,14 @@ def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
             continue
         times = lg.times
         c.last_t[i] = times[-1]
-        # The budget rule's exact spend at `now`: later windows hold a suffix (a subset, when
-        # out of order) of these nonnegative terms, and an in-order float sum of fewer terms
-        # is never larger; arqd_admit adds a 1e-9 relative margin for any other summation.
+        # An upper bound on the budget rule's spend at `now` and later: the running sums'
+        # approximation plus its error bound (O(1); _KnobLog.spend_approx), or when out of order
+        # the exact in-order sum (later windows hold a subset of these nonnegative terms, and
+        # an in-order float sum of fewer terms is never larger). arqd_admit adds a 1e-9
+        # relative margin for any other summation.
         if lg.ordered:
-            c.spent[i] = lg.spend_since(bisect_right(times, budget_cut))
+            approx, err = lg.spend_approx(bisect_right(times, budget_cut))
+            c.spent[i] = approx + 2.0 * err
             newest = times
         else:
             c.spent[i] = sum(h.cost for h in hist if h.t_ns > budget_cut)
