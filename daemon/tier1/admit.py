@@ -38,7 +38,7 @@ _FLOAT = {float}
 _ORDERS_MAX = 64        # name orders remembered per plan (Tier 2 uses one or two)
 QUARANTINE_MAX = 8      # arqd_admit_plan.q_*
 
-# arqd_admit's reason codes, for counters and tests
+# arqd_admit's reason codes (the ARQD_ADMIT_* enum in arqd_admit.c), named for the counters
 REASONS = {1: "stale", 2: "arms", 3: "knob", 4: "value", 5: "no_change", 6: "global", 7: "limits",
            8: "quarantine"}
 
@@ -69,7 +69,7 @@ def plan_key(ex: "Executor") -> tuple:
     """What a plan depends on besides time: the state's facts (every event that may change one
     bumps `ExecState.facts`), the machine state, the config and the experiment (None).
     Executor.propose compares the same tuple inline."""
-    return ex.state.__dict__.get("_facts", 0), ex.mstate, ex.g, ex.exp
+    return ex.state.facts, ex.mstate, ex.g, ex.exp
 
 
 class Template:

@@ -345,8 +345,9 @@ def rebuild(events: Sequence, decl: Optional[Declaration] = None) -> ExecState:
 # --------------------------------------------------------------------------- helpers
 
 class FastPathMismatch(RuntimeError):
-    """The admission fast path accepted what the Python rules lay out differently or refuse: a
-    bug in admit.py / arqd_admit.c. The caller must publish the baseline (the daemon does)."""
+    """The admission fast path published a value outside its bounds, moved a knob it may not,
+    or laid the snapshot out otherwise than the Python path: a bug in admit.py / arqd_admit.c.
+    The caller must publish the baseline (the daemon's cycle handler snaps back)."""
 
 
 def _same_snapshot(snap: SnapshotSpec, staged, nk: int) -> bool:
@@ -508,7 +509,7 @@ class Executor:
         self.fast_accepts = 0                  # proposals the fast path accepted
         self.fast_declines: dict[str, int] = {}   # ... and why it left the others to Python
         self.plans = 0                         # admission plans made
-        self.mismatches = 0                    # ... that the Python rules then did not (must stay 0)
+        self.mismatches = 0                    # FastPathMismatch raised (must stay 0)
         self._configure(guardrails, config_generation)
 
     # ----------------------------------------------------------------- configuration
