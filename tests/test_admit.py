@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from daemon.tier1 import events as ev
 from daemon.tier1.executor import Executor, FastPathMismatch, rebuild
-from daemon.tier1.model import Arm, Command, CycleInput, Proposal
+from daemon.tier1.model import Arm, Command, Proposal
 
+from .test_tier1_fastpaths import _same as _same_as
 from .test_tier1_fastpaths import _tight
 from .test_tier1_properties import DECL, G, Run, action_st
 
@@ -31,27 +32,12 @@ class SlowExecutor(Executor):
         super().__init__(*a, fast_path=False, **kw)
 
 
-def _same(actions, g) -> int:
-    fast, slow = Run(Executor, g), Run(SlowExecutor, g)
-    for a in actions:
-        fast.act(a)
-        slow.act(a)
-    assert ev.encode(fast.events) == ev.encode(slow.events)
-    assert fast.x.state == slow.x.state
-    assert fast.x.mismatches == 0 and slow.x.fast_accepts == 0
-    return fast.x.fast_accepts
-
-
+@pytest.mark.parametrize("budget", ["open", "binding"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(action_st, min_size=1, max_size=40))
-def test_the_fast_path_decides_like_the_python_rules(actions):
-    _same(actions, G)
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(action_st, min_size=1, max_size=40))
-def test_the_fast_path_decides_like_the_python_rules_under_a_binding_budget(actions):
-    _same(actions, _tight())
+def test_the_fast_path_decides_like_the_python_rules(budget, actions):
+    fast = _same_as(actions, G if budget == "open" else _tight(), Executor, SlowExecutor)
+    assert fast.x.mismatches == 0
 
 
 # ------------------------------------------------------------------ boundaries, deterministically

@@ -123,13 +123,16 @@ def _tight(max_change: float = 0.15):
     return msgspec.structs.replace(G, budget=b, anti_thrashing=at)
 
 
-def _same(actions, g) -> None:
-    fast, scan = Run(Executor, g), Run(ScanExecutor, g)
+def _same(actions, g, fast_cls=Executor, ref_cls=ScanExecutor) -> Run:
+    """The same actions through both executors give byte-identical events and states; returns
+    the first's run."""
+    fast, scan = Run(fast_cls, g), Run(ref_cls, g)
     for a in actions:
         fast.act(a)
         scan.act(a)
     assert ev.encode(fast.events) == ev.encode(scan.events)
     assert fast.x.state == scan.x.state
+    return fast
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -766,19 +766,24 @@ class Executor:
             msg = f"proposal {p.proposal_id} rejected by rule {r.rule}: {r.message}; nothing was applied"
             self._pending = (now, p, seq, self.cycle, keep, False, (r, msg, thrash), None)
             return Verdict(False, p.proposal_id, r.rule, r.value, r.limit, msg, keep.snapshot if keep else None)
-        # Only what the publish needs happens here: the experiment's first snapshot, laid out
-        # by the same function every phase uses. Its transition, phase accumulators, Apply
-        # event and the fold into the state wait for complete() (same events, same order).
         salt = (zlib.crc32(p.proposal_id.encode()) ^ (p.seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+        info = self._first_phase(p, arms, variants, is_global, salt)
+        self._pending = (now, p, seq, self.cycle, keep, True, info, None)
+        return Verdict(True, p.proposal_id, message="accepted", snapshot=info[4][0])
+
+    def _first_phase(self, p: Proposal, arms: list, variants: list[int], is_global: bool, salt: int) -> tuple:
+        """The experiment an accepted `p` starts and its first snapshot, laid out by the same
+        function every phase uses: (arms, is_global, experiment, accept transition, (snapshot,
+        layout)), what complete() takes. Its transition, phase accumulators, Apply event and the
+        fold into the state wait for complete() (same events, same order)."""
         e = _Exp(p, arms, variants, is_global, salt)
         if p.kind == "probe" and is_global:
             n = len(arms)
             e.seg_order = list(range(n)) + list(reversed(range(n)))   # ABBA: drift cancels
         accept = self._accept_transition(e)
         lay = self._layout(e, next_state(self.mstate, accept[0]))
-        snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=salt)
-        self._pending = (now, p, seq, self.cycle, keep, True, (arms, is_global, e, accept, (snap, lay)), None)
-        return Verdict(True, p.proposal_id, message="accepted", snapshot=snap)
+        snap = SnapshotSpec(generation=self.state.generation + 1, slots=lay[0], global_knobs=lay[1], salt=salt)
+        return arms, is_global, e, accept, (snap, lay)
 
     def _staged_pending(self, pd: tuple) -> tuple:
         """complete() of a fast-path acceptance: the experiment and the snapshot as the Python
@@ -810,10 +815,8 @@ class Executor:
                     problem = f"value {a[i]!r} of knob {self.decl.knobs[i].name} is not allowed"
         self._cause = None   # no preset: no relief (what _validate decides for such an arm)
         self._pid_was_present = False
-        e = _Exp(p, arms, [bvar] * n, False, staged.salt)
-        accept = self._accept_transition(e)
-        lay = self._layout(e, next_state(self.mstate, accept[0]))
-        snap = SnapshotSpec(generation=st.generation + 1, slots=lay[0], global_knobs=lay[1], salt=staged.salt)
+        info = self._first_phase(p, arms, [bvar] * n, False, staged.salt)
+        snap = info[4][0]
         if not problem and not _same_snapshot(snap, staged, nk):
             problem = f"the Python layout is {snap!r}"
         if problem:
@@ -827,7 +830,7 @@ class Executor:
                         "admission fast path (disagreed with the Python rules)")
             raise FastPathMismatch(f"proposal {p.proposal_id}: the admission fast path published generation "
                                    f"{staged.generation}, but {problem}")
-        return now, p, seq, cycle, keep, True, (arms, False, e, accept, (snap, lay)), None
+        return now, p, seq, cycle, keep, True, info, None
 
     def complete(self) -> list:
         """The audit events of the last `propose(..., defer=True)`, in order, now folded into the
