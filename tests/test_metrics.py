@@ -42,6 +42,7 @@ def populated_status(**over) -> RuntimeStatus:
         slos=(Statistic("p99_latency_seconds", 0, 0.004, 0.005), Statistic("p99_latency_seconds", 1, 0.006, 0.005, breached=True)),
         rollout_state="canary", experiment_id="exp-20240101-000042",
         proposals={"applied": 3}, rollbacks={"slo_breach": 1}, breaches={"p99_latency_seconds": 1},
+        fast_path={"accepted": 9, "plans": 12, "declined_limits": 2},
         rings=(RingStatus(0.25, 0), RingStatus(0.5, 7)),
         audit=AuditStatus(depth=3, high_water=40, capacity=4096, healthy=True),
         bus=BusStatus(enabled=True, connected=True, queued=1, dropped=2, spooled=5),
@@ -129,6 +130,9 @@ def test_values_follow_the_status():
     assert s[("arqond_bus_spooled_events_total", ())] == 5
     assert s[("arqond_config_last_reload_success_timestamp_seconds", ())] == 1.7e9
     assert s[("arqond_experiment_active", ())] == 1.0
+    assert s[("arqond_tier1_fast_path_proposals_total", (("outcome", "accepted"),))] == 9
+    assert s[("arqond_tier1_fast_path_proposals_total", (("outcome", "declined_limits"),))] == 2
+    assert not any(k[0] == "arqond_tier1_fast_path_proposals_total" and ("outcome", "plans") in k[1] for k in s)
     # One-hot rollout state over the fixed set.
     states = {dict(k[1])["state"]: v for k, v in s.items() if k[0] == "arqond_rollout_state"}
     assert set(states) == set(ROLLOUT_STATES) | {"unknown"}
