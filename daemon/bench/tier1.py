@@ -25,6 +25,9 @@ garbage collector stays enabled, as in the daemon.
 
 Floors (issue 5): T1 apply p99 <= 100 us (project goal 50 us), judged here on decide_accept (proposal ->
 snapshot; the daemon adds the publish); propose_accept (with the deferred part) is reported beside it.
+The stream runs twice: with the admission fast path (the daemon's default: these proposals are
+knob-only, so it decides them; `fast_path` counts) and without it (`python_rules`: the peer, the
+same calls on the Python rules alone).
 """
 from __future__ import annotations
 
@@ -153,12 +156,23 @@ def _bad(i: int) -> Proposal:
 
 
 def run(quick: bool = False) -> dict:
-    """Time propose (accept and reject) and step on a warmed-up executor."""
+    """Time propose (accept and reject) and step on a warmed-up executor, then the same stream
+    on one without the admission fast path (the Python rules alone: `python_rules`)."""
+    t_start = time.perf_counter()
+    out = _run(quick, fast_path=True)
+    peer = _run(quick, fast_path=False)
+    out["python_rules"] = {k: peer[k] for k in ("decide_accept_probe", "decide_accept_rollout", "decide_reject",
+                                                "complete_accept", "propose_accept_probe", "propose_accept_rollout")}
+    out["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    return out
+
+
+def _run(quick: bool, fast_path: bool) -> dict:
     rounds = 400 if quick else 2000
     blocks = 4 if quick else 8
     t_start = time.perf_counter()
     g = load_guardrails(CONFIG)
-    x = Executor(g, DECL, run_id="bench-tier1")
+    x = Executor(g, DECL, run_id="bench-tier1", fast_path=fast_path)
     now = 0
     x.start(now)
     # Warm-up, untimed: a long-running daemon's recent ids and event sequence.
@@ -204,8 +218,8 @@ def run(quick: bool = False) -> dict:
             outcomes["unexpected"].append(f"ok {i}: {v.rule} {v.message}")
             continue
         outcomes["accepted"] += 1
-        gen = v.snapshot.generation
-        n_slots = len(v.snapshot.slots)
+        gen = x.state.live.generation      # the accepted snapshot (a fast-path verdict carries it staged)
+        n_slots = len(x.state.live.slots)
         if rollout:
             # Stop the canary at once (untimed): rollback -> ack -> cooldown 0 -> idle.
             x.command(now, Command("rollback", "bench"))
@@ -241,6 +255,7 @@ def run(quick: bool = False) -> dict:
         "step_canary": {**canary.summary(blocks), "promoted": bool(promotions)},
         "outcomes": {**outcomes, "unexpected": outcomes["unexpected"][:5],
                      "n_unexpected": len(outcomes["unexpected"])},
+        "fast_path": {"enabled": fast_path, "accepted": x.fast_accepts, "declined": dict(x.fast_declines)},
         "state_at_end": {"recent_ids": len(x.state.recent_ids), "seq": x.state.last_seq,
                          "history_per_knob": max((len(h) for h in x.state.history.values()), default=0)},
         "method": (f"daemon.tier1.executor.Executor, {N_KNOBS} allowlisted knobs, 2 SLOs + catalog, warmed by "
