@@ -119,6 +119,9 @@ def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
         st = _ctl(sock, "status", name, "--json")
         noise = next(k for k in st["knobs"] if k["name"] == "noise")
         assert noise["baseline"] < 2.0
+        # the probes and the operator's knob proposal were decided by Tier 1's admission fast path,
+        # and what went live never disagreed with the Python layout (a mismatch would have snapped back)
+        assert st["fast_path"].get("accepted", 0) >= 4 and st["fast_path"]["mismatch"] == 0, st["fast_path"]
         with Segment.attach(name) as seg:
             _seq, snap = seg.read_snapshot()
             ni = seg.declaration.knob_index("noise")
@@ -129,7 +132,7 @@ def test_tune_breach_rollback_kill9_lease_restart_rebuild(plane, tmp_path):
         port = _ctl(sock, "status", name, "--json")["metrics_port"]
         assert port > 0
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert "arqond_rollbacks_total" in scrape
+        assert "arqond_rollbacks_total" in scrape and "arqond_tier1_fast_path_proposals_total" in scrape
         lint = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)
         assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
 

@@ -535,7 +535,7 @@ class Daemon:
             kill_switch=ex.state.kill_switch, breaches=dict(self.breaches), rings=rings,
             proposals={k: v for k, v in self.metrics.counts()["proposals"].items() if v},
             rollbacks={k: v for k, v in self.metrics.counts()["rollbacks"].items() if v},
-            fast_path={"accepted": ex.fast_accepts, "plans": ex.plans,
+            fast_path={"accepted": ex.fast_accepts, "mismatch": ex.mismatches, "plans": ex.plans,
                        **{f"declined_{k}": v for k, v in sorted(ex.fast_declines.items())}})
 
     def reload(self) -> dict:

@@ -228,8 +228,9 @@ def status_families(s: RuntimeStatus) -> Iterator[Metric]:
     yield _gauge("arqond_generation_acked", "Last snapshot generation the data plane acknowledged.",
                  s.generation_acked)
     fp = CounterMetricFamily("arqond_tier1_fast_path_proposals",
-                             "Proposals Tier 1's admission fast path decided (accepted) or left to the Python "
-                             "rules, by reason (declined_*).", labels=["outcome"])
+                             "Proposals Tier 1's admission fast path decided (accepted; mismatch: what went "
+                             "live disagreed with the Python rules, snapped back) or left to the Python rules, "
+                             "by reason (declined_*).", labels=["outcome"])
     for k, v in s.fast_path.items():
         if k != "plans":
             fp.add_metric([k], v)

@@ -132,7 +132,8 @@ class RuntimeStatus(msgspec.Struct, frozen=True):
     kill_switch: bool = False
     proposals: dict[str, int] = {}     # outcome -> count (keys from PROPOSAL_OUTCOMES)
     rollbacks: dict[str, int] = {}     # reason -> count (keys from ROLLBACK_REASONS)
-    # Tier 1's admission fast path (daemon/tier1/admit.py): "accepted", "plans" (made), and
+    # Tier 1's admission fast path (daemon/tier1/admit.py): "accepted", "mismatch" (what went live
+    # disagreed with the Python layout or bounds: a bug, snapped back), "plans" (made), and
     # "declined_<why>" for the proposals it left to the Python rules
     fast_path: dict[str, int] = {}
     breaches: dict[str, int] = {}      # SLO name -> count
