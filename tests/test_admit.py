@@ -168,16 +168,19 @@ def test_what_the_fast_path_does_not_decide_goes_to_the_python_rules():
     r = Run(Executor, G)
     r.t += NS
     r.cycle("ok", "ok")
-    cases = [Proposal("v", "probe", (Arm({"a": 0.55}, variant="fast"),)),      # a variant: catalog rules
-             Proposal("i", "probe", (Arm({"a": 1}),)),                          # an int: the type rules
-             Proposal("z", "probe", (Arm({"zz": 0.5}),)),                       # not allowlisted
-             Proposal("o", "probe", (Arm({"a": 1.5}),)),                        # out of bounds
-             Proposal("g", "probe", (Arm({"g": 5.5}),)),                        # a global knob
-             Proposal("r", "rollout", (Arm({"a": 0.5}),))]                      # no change
-    for p in cases:
+    n = r.x.state.baseline[3]
+    cases = [(Proposal("v", "probe", (Arm({"a": 0.55}, variant="fast"),)), "variant_or_preset"),
+             (Proposal("i", "probe", (Arm({"n": int(n) + 1}),)), "type"),   # an int (else fine): the type rules
+             (Proposal("z", "probe", (Arm({"zz": 0.5}),)), "knob"),          # not allowlisted
+             (Proposal("o", "probe", (Arm({"a": 1.5}),)), "value"),          # out of bounds
+             (Proposal("g", "probe", (Arm({"g": 5.5}),)), "global"),         # a global knob
+             (Proposal("r", "rollout", (Arm({"a": 0.5}),)), "no_change")]    # no change
+    for p, why in cases:
+        r.cycle("ok", "ok")   # the daemon steps Tier 1 (cooldown over: idle, plan made) before a proposal
+        before = r.x.fast_declines.get(why, 0)
         v = r.x.propose(r.t, p, defer=True)
         r.x.complete()
-        assert v.staged is None, p.proposal_id
+        assert v.staged is None and r.x.fast_declines.get(why, 0) == before + 1, (p.proposal_id, r.x.fast_declines)
         r.cycle("ok", "ok")
         k = 0
         while r.x.exp is not None and k < 400:

@@ -320,8 +320,13 @@ class Daemon:
 
     # ---- one cycle ------------------------------------------------------------------------
 
-    def _publish(self, now: int, snap: SnapshotSpec) -> None:
-        self.seg.publish(snap, now + self._ns[1])
+    def _publish(self, now: int, snap) -> None:
+        """Publish `snap`: a SnapshotSpec, or a snapshot Tier 1's admission fast path staged in C
+        memory (`arqd_staged *`, Verdict.staged)."""
+        if type(snap) is SnapshotSpec:
+            self.seg.publish(snap, now + self._ns[1])
+        else:
+            self.seg.publish_staged(snap, now + self._ns[1])
         self.generation = snap.generation
         self.published_ns = now
 
@@ -608,12 +613,9 @@ class Daemon:
         t0, c0 = time.perf_counter(), time.thread_time()
         v = ex.propose(now, p, defer=True)       # the rules and the snapshot: nothing else
         t1 = time.perf_counter()
-        if v.staged is not None:                 # decided by Tier 1's admission fast path
-            self.seg.publish_staged(v.staged, now + self._ns[1])
-            self.generation = v.staged.generation
-            self.published_ns = now
-        elif v.snapshot is not None:
-            self._publish(now, v.snapshot)       # the data plane sees the change first
+        snap = v.staged if v.staged is not None else v.snapshot   # staged: decided by the fast path
+        if snap is not None:
+            self._publish(now, snap)             # the data plane sees the change first
         t2, c2 = time.perf_counter(), time.thread_time()
         tm["t1_propose"].append(t1 - t0)
         tm["t1_apply"].append(t2 - t0)

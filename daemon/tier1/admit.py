@@ -40,16 +40,17 @@ QUARANTINE_MAX = 8      # arqd_admit_plan.q_*
 
 # arqd_admit's reason codes (the ARQD_ADMIT_* enum in arqd_admit.c), named for the counters
 REASONS = {1: "stale", 2: "arms", 3: "knob", 4: "value", 5: "no_change", 6: "global", 7: "limits",
-           8: "quarantine"}
+           8: "quarantine", 9: "shadow"}
 
 
 class Plan:
     """The C plan and the knob-name orders it has seen (names -> declaration indices)."""
-    __slots__ = ("c", "key", "kidx", "orders")
+    __slots__ = ("c", "key", "t_ns", "kidx", "orders")
 
-    def __init__(self, c, key: tuple, kidx: dict[str, int]) -> None:
+    def __init__(self, c, key: tuple, t_ns: int, kidx: dict[str, int]) -> None:
         self.c = c
         self.key = key
+        self.t_ns = t_ns      # = c.t_ns, read every idle cycle without a cffi access
         self.kidx = kidx
         self.orders: dict[tuple, Optional[list[int]]] = {}
 
@@ -86,8 +87,11 @@ class Template:
         c.probe_weight = r.probe_weight
         c.rollout_weight = r.canary_steps[0]
         c.budget_limit = ex._budget_limit
-        self.kidx: dict[str, int] = {}
-        self.rows: list[tuple[int, str, int]] = []   # (index, name, K: changes allowed within 1 s, -1: none, None: no limit)
+        # the executor's per-allowlisted-knob rows (index, name, range, min interval, rate), with
+        # the rate as K: changes allowed within 1 s (-1: none at all, None: no limit)
+        self.rows = [(i, name, None if math.isinf(rate) else math.floor(rate) - 1)
+                     for i, name, _rng, _iv, rate in ex._limit_rows]
+        self.kidx = {name: i for i, name, _k in self.rows}
         # what a published candidate must satisfy whatever the rules say (Executor._staged_pending):
         # (index, lo, hi) of the knobs a fast proposal may move, the indices of the others
         self.bounds: list[tuple[int, float, float]] = []
@@ -106,17 +110,12 @@ class Template:
                 self.bounds.append((i, rk.lo, rk.hi))
             if rk is None:
                 continue
-            self.kidx[rk.name] = i
             c.allowed[i] = 1
             c.lo[i], c.hi[i] = rk.lo, rk.hi
             c.absolute[i] = rk.delta_mode == "absolute"
             c.max_delta[i] = rk.max_delta
             c.min_iv[i] = rk.min_interval_s
-            # _check_reversal's dead band, as it computes it
-            nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / ex.ranges[i]
-            c.hyst[i] = at.hysteresis * nd
-            rate = rk.rate_limit_hz
-            self.rows.append((i, rk.name, None if math.isinf(rate) else math.floor(rate) - 1))
+            c.hyst[i] = ex._dead_band(i)
         self.budget_ns = ex._budget_ns
         self.window_ns = int(at.window_s * NS)
         self.max_flips = at.max_flips
@@ -126,7 +125,7 @@ def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
     """The plan for proposals at `now` or later, or None when no proposal can be decided fast
     (not idle, kill switch, safe mode, too many knobs). Reads the knob logs the state keeps
     (`_KnobLog`), so it costs O(knobs), not O(history)."""
-    from .executor import _KnobLog   # the executor imports this module
+    from .executor import _KnobLog, direction_flips   # the executor imports this module
     st, decl = ex.state, ex.decl
     nk = len(decl.knobs)
     if ex.mstate is not State.IDLE or ex.exp is not None or st.kill_switch or st.safe_mode or nk > WIDTH:
@@ -164,8 +163,7 @@ def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
             if len(mv) <= tpl.max_flips:
                 c.flips_ok[i] = 1
             else:
-                win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - tpl.window_ns]
-                c.flips_ok[i] = sum(1 for a, b in zip(win, win[1:]) if a != b) + 1 <= tpl.max_flips
+                c.flips_ok[i] = direction_flips(mv, now - tpl.window_ns) + 1 <= tpl.max_flips
         hist = history.get(name)
         if not hist:
             continue
@@ -197,7 +195,7 @@ def compile_plan(ex: "Executor", now: int, tpl: Template) -> Optional[Plan]:
             c.rate_ns[i] = INT64_MAX
         elif len(newest) > allowed:
             c.rate_ns[i] = newest[-(allowed + 1)] + NS
-    return Plan(c, plan_key(ex), tpl.kidx)
+    return Plan(c, plan_key(ex), now, tpl.kidx)
 
 
 def admit(plan: Plan, now: int, p: "Proposal", salt: int):

@@ -344,6 +344,12 @@ def rebuild(events: Sequence, decl: Optional[Declaration] = None) -> ExecState:
 
 # --------------------------------------------------------------------------- helpers
 
+def direction_flips(moves: Sequence[Touch], after_ns: int) -> int:
+    """How often the direction of the promoted moves newer than `after_ns` changed."""
+    win = [h.direction for h in moves if h.direction != 0 and h.t_ns > after_ns]
+    return sum(1 for a, b in zip(win, win[1:]) if a != b)
+
+
 class FastPathMismatch(RuntimeError):
     """The admission fast path published a value outside its bounds, moved a knob it may not,
     or laid the snapshot out otherwise than the Python path: a bug in admit.py / arqd_admit.c.
@@ -521,6 +527,7 @@ class Executor:
         self.g = g
         self.config_generation = config_generation
         self._plan, self._admit_tpl = None, None   # the admission fast path's, made from this config
+        self._no_plan_key: Optional[tuple] = None   # plan_key under which compile_plan made none
         d = self.decl
         self.rk: list[Optional[ResolvedKnob]] = [
             resolve_knob(g, k.name, k.min, k.max) if k.name in g.knobs else None for k in d.knobs]
@@ -877,12 +884,16 @@ class Executor:
     def _replan(self, now: int) -> None:
         """Compile the admission plan when the facts it reads changed (or it is a second old:
         a budget spend it holds only shrinks with time, so an old plan declines more)."""
-        pl = self._plan
-        if self.fast_path and (pl is None or pl.key != fastpath.plan_key(self) or now - pl.c.t_ns > NS):
-            if self._admit_tpl is None:
-                self._admit_tpl = fastpath.Template(self)
-            self._plan = fastpath.compile_plan(self, now, self._admit_tpl)
-            self.plans += 1
+        if not self.fast_path:
+            return
+        key, pl = fastpath.plan_key(self), self._plan
+        if pl is not None and pl.key == key and now - pl.t_ns <= NS or pl is None and self._no_plan_key == key:
+            return   # current (or no plan can be made under these facts: not every cycle again)
+        if self._admit_tpl is None:
+            self._admit_tpl = fastpath.Template(self)
+        self._plan = fastpath.compile_plan(self, now, self._admit_tpl)
+        self._no_plan_key = key if self._plan is None else None
+        self.plans += self._plan is not None
 
     def _seen(self, proposal_id: str) -> bool:
         return self.state.seen_id(proposal_id)
@@ -1226,19 +1237,25 @@ class Executor:
         last_dir = mv[-1].direction if mv else 0
         if last_dir == 0 or last_dir == direction:
             return
-        at, rk = self.g.anti_thrashing, self.rk[i]
-        nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
-        if abs(move) < at.hysteresis * nd and not preset:
-            raise _Reject("hysteresis", round(abs(move), 9), at.hysteresis * nd,
+        at = self.g.anti_thrashing
+        band = self._dead_band(i)
+        if abs(move) < band and not preset:
+            raise _Reject("hysteresis", round(abs(move), 9), band,
                           f"knob {name}: reversal of {abs(move):.4g} (normalised) is inside the dead band "
-                          f"hysteresis x max_delta = {at.hysteresis * nd:.4g}")
-        win = [h.direction for h in mv if h.direction != 0 and h.t_ns > now - int(at.window_s * NS)]
-        flips = sum(1 for a, b in zip(win, win[1:]) if a != b)
+                          f"hysteresis x max_delta = {band:.4g}")
+        flips = direction_flips(mv, now - int(at.window_s * NS))
         if flips + 1 > at.max_flips:
             thrash[name] = now + int(at.cooldown_s * NS)
             raise _Reject("anti_thrashing", flips + 1, at.max_flips,
                           f"knob {name}: {flips + 1} promoted direction flips within {at.window_s} s "
                           f"(max {at.max_flips}); {at.cooldown_s} s cooldown started")
+
+    def _dead_band(self, i: int) -> float:
+        """hysteresis x knob i's max_delta, normalised: a reversal of a promoted direction
+        smaller than this is refused (the admission plan holds the same figure)."""
+        rk = self.rk[i]
+        nd = rk.max_delta if rk.delta_mode == "normalised" else rk.max_delta / self.ranges[i]
+        return self.g.anti_thrashing.hysteresis * nd
 
     # ----------------------------------------------------------------- experiment phases
     def _accept_transition(self, e: _Exp) -> tuple:

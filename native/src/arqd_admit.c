@@ -21,6 +21,7 @@ enum {
     ARQD_ADMIT_GLOBAL = 6,      /* moves a global knob (switchback / segmented probe) */
     ARQD_ADMIT_LIMITS = 7,      /* interval, rate, budget or anti-thrashing not clear */
     ARQD_ADMIT_QUARANTINE = 8,  /* near a failed point (or its variant is quarantined) */
+    ARQD_ADMIT_SHADOW = 9,      /* rollout.shadow "on": a rollout starts in shadow (Python lays it out) */
 };
 
 int arqd_admit(const arqd_admit_plan *pl, int64_t now, int rollout, unsigned n_arms,
@@ -30,7 +31,7 @@ int arqd_admit(const arqd_admit_plan *pl, int64_t now, int rollout, unsigned n_a
     double arms[ARQ_MAX_SLOTS - 1][ARQ_MAX_KNOBS];
     if (now < pl->t_ns || now < pl->open_ns || nk > ARQ_MAX_KNOBS) return ARQD_ADMIT_STALE;
     if (n_arms < 1 || n_arms > (rollout ? 1u : (unsigned)(ARQ_MAX_SLOTS - 1))) return ARQD_ADMIT_ARMS;
-    if (rollout && pl->shadow_rollout) return ARQD_ADMIT_ARMS;
+    if (rollout && pl->shadow_rollout) return ARQD_ADMIT_SHADOW;
     /* _validate: every given value, in order */
     size_t k = 0;
     for (unsigned a = 0; a < n_arms; a++) {

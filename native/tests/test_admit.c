@@ -102,7 +102,7 @@ static void fuzz(int rounds) {
             if (k >= 64) given[a] = 0;
         }
         int rc = arqd_admit(&p, rand_r(&seed) % 20, rand_r(&seed) % 2, n_arms, given, idx, vals, 1, &s);
-        CHECK(rc >= 0 && rc <= 8);
+        CHECK(rc >= 0 && rc <= 9);
         if (rc == ARQD_ADMIT_OK) {
             CHECK(s.n_slots >= 2 && s.n_slots <= 4);
             for (unsigned sl = 0; sl < s.n_slots; sl++)
